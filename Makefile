@@ -1,0 +1,45 @@
+# Two commands for a newcomer: `make run` (set up + whole pipeline) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+# CPU build that lies on disk on our machines; GPU runners install a CUDA wheel first (README).
+TORCH_SPEC ?= torch==2.13.0
+
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export BENTOML_DO_NOT_TRACK := true
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup run test ui bench-train clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+run: setup
+	dvc repro
+	@echo
+	dvc metrics show
+	@echo "metrics: $(CURDIR)/reports/metrics.json  predictions: $(CURDIR)/reports/predictions.csv"
+
+test: setup
+	ruff check .
+	pytest
+
+# The MLflow UI over the pipeline's store: the study is a parent run with its trials nested under it.
+ui: setup
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" \
+		--default-artifact-root "$(CURDIR)/mlartifacts" --host 127.0.0.1 --port $(or $(PORT),5000)
+
+bench-train: setup
+	python bench/train_throughput.py
+
+clean:
+	rm -rf data models reports

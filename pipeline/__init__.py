@@ -1,0 +1,1 @@
+"""Korean sentence-similarity pipeline: download -> preprocess -> tokenize -> train -> evaluate."""

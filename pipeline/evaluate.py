@@ -1,0 +1,69 @@
+"""Stage evaluate: score the test split with the trained model; metrics overall and per source, plots data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import load_params
+from pipeline.errors import run_stage
+from pipeline.metrics import metrics_by_source, similarity_metrics
+from pipeline.scoring import PairScorer
+from pipeline.tables import atomic_write_text, read_jsonl, split_path, write_json
+
+CLEAN_DIR = Path("data/clean")
+MODEL_DIR = Path("models/model")
+METRICS = Path("reports/metrics.json")
+PREDICTIONS = Path("reports/predictions.csv")
+
+
+def evaluation_report(records: list[dict[str, Any]], predicted: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Headline metrics on all pairs, then per source."""
+    gold = [record["score"] for record in records]
+    sources = [record["source"] for record in records]
+    return {
+        "test": similarity_metrics(gold, predicted, threshold),
+        "by_source": metrics_by_source(gold, predicted, sources, threshold),
+        "threshold": threshold,
+    }
+
+
+def predictions_table(records: list[dict[str, Any]], predicted: np.ndarray, threshold: float):
+    """One row per pair for error analysis and the DVC plots (scatter and confusion at the threshold)."""
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {
+            "guid": [r["guid"] for r in records],
+            "source": [r["source"] for r in records],
+            "sentence1": [r["sentence1"] for r in records],
+            "sentence2": [r["sentence2"] for r in records],
+            "score": [r["score"] for r in records],
+            "predicted": np.round(predicted, 4),
+        }
+    )
+    table["binary"] = np.where(table["score"] >= threshold, "similar", "not similar")
+    table["predicted_binary"] = np.where(table["predicted"] >= threshold, "similar", "not similar")
+    table["abs_error"] = (table["predicted"] - table["score"]).abs().round(4)
+    return table
+
+
+def main() -> None:
+    params = load_params().evaluate
+    records = read_jsonl(split_path(CLEAN_DIR, "test"))
+    scorer = PairScorer.from_folder(MODEL_DIR)
+    predicted = scorer.score([(r["sentence1"], r["sentence2"]) for r in records], batch_size=params.batch_size)
+    report = evaluation_report(records, predicted, params.threshold)
+    atomic_write_text(PREDICTIONS, predictions_table(records, predicted, params.threshold).to_csv(index=False))
+    write_json(METRICS, report)
+    headline = report["test"]
+    print(
+        f"evaluate: test F1@{params.threshold} {headline['f1']:.4f}, Pearson {headline['pearson']}, "
+        f"Spearman {headline['spearman']}, MSE {headline['mse']:.4f} on {headline['pairs']} pairs -> {METRICS}"
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,158 @@
+"""One fine-tuning run of a cross-encoder regressor with transformers' Trainer (an Optuna trial calls this)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import TrainParams
+from pipeline.metrics import similarity_metrics
+from pipeline.models import load_cross_encoder
+from pipeline.scoring import MAX_SCORE, scores_from_logits
+
+SIMILAR_AT = 3.0
+
+
+@dataclass
+class FinetuneResult:
+    """The best epoch's validation metrics, the per-epoch history and the run's cost."""
+
+    best_metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_pairs: int = 0
+    train_seconds: float = 0.0
+
+    @property
+    def pairs_per_second(self) -> float:
+        epochs = max(1, len(self.history))
+        return self.train_pairs * epochs / self.train_seconds if self.train_seconds else 0.0
+
+
+def _bar_only_progress():
+    from transformers.trainer_callback import ProgressCallback
+
+    class BarOnlyProgress(ProgressCallback):
+        """transformers' progress bar without the metric dict it prints at every log."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            return None
+
+    return BarOnlyProgress
+
+
+def select_train_pairs(dataset, max_pairs: int | None, seed: int):
+    """A seeded random subset of at most max_pairs rows (all rows when max_pairs is None)."""
+    if max_pairs is None or max_pairs >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(max_pairs))
+
+
+def score_loss(outputs, labels, num_items_in_batch=None):
+    """Binary cross-entropy of sigmoid(logit) against score / 5, as sentence-transformers' CrossEncoder trains.
+
+    Measured on MiniLM/KorSTS: plain MSE on the raw 0-5 score collapsed to predicting the mean
+    (validation Pearson 0.06 after one epoch); this loss keeps learning (README: the default model).
+    """
+    import torch
+
+    logits = outputs["logits"].squeeze(-1)
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype) / MAX_SCORE)
+
+
+def validation_metrics(eval_prediction) -> dict[str, float]:
+    """Trainer's compute_metrics on 0-5 scores, mapped from logits exactly as scoring maps them.
+
+    An undefined correlation (constant predictions) counts as 0 so best-checkpoint selection still works.
+    """
+    predicted = scores_from_logits(np.asarray(eval_prediction.predictions).reshape(-1))
+    gold = np.asarray(eval_prediction.label_ids).reshape(-1)
+    metrics = similarity_metrics(gold, predicted, SIMILAR_AT)
+    return {name: (0.0 if value is None else float(value)) for name, value in metrics.items() if name != "pairs"}
+
+
+def training_arguments(config: TrainParams, checkpoint_dir: str, **overrides: Any):
+    """TrainingArguments for one run: linear warmup, AdamW, length-grouped batches, best epoch by Pearson."""
+    import torch
+    from transformers import TrainingArguments
+
+    settings: dict[str, Any] = {
+        "output_dir": checkpoint_dir,
+        "num_train_epochs": config.epochs,
+        "learning_rate": config.learning_rate,
+        "per_device_train_batch_size": config.batch_size,
+        "per_device_eval_batch_size": config.eval_batch_size,
+        "weight_decay": config.weight_decay,
+        "warmup_steps": config.warmup_ratio,  # a float below 1 is a ratio of all steps in transformers 5
+        "lr_scheduler_type": "linear",
+        "optim": "adamw_torch",
+        "train_sampling_strategy": "group_by_length",
+        "eval_strategy": "epoch",
+        "save_strategy": "epoch",
+        "logging_strategy": "epoch",
+        "save_total_limit": 1,
+        "save_only_model": True,
+        "load_best_model_at_end": True,
+        "metric_for_best_model": "pearson",
+        "greater_is_better": True,
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "report_to": "none",
+        "disable_tqdm": False,
+        "dataloader_pin_memory": torch.cuda.is_available(),  # pinning only helps host-to-GPU copies
+    }
+    settings.update(overrides)
+    return TrainingArguments(**settings)
+
+
+def finetune(
+    model_source: str,
+    train_pairs,
+    validation_pairs,
+    tokenizer,
+    config: TrainParams,
+    callbacks: Sequence[Any] = (),
+    best_metric: str = "pearson",
+    quiet: bool = False,
+):
+    """Fine-tune `model_source` on tokenized pairs; returns (trained model, FinetuneResult).
+
+    The returned model holds the best epoch's weights by the validation `best_metric`. `quiet` keeps the
+    progress bar but drops the per-epoch metric dicts from the console (a study prints one line per trial).
+    """
+    from transformers import DataCollatorWithPadding, Trainer, set_seed
+    from transformers.trainer_callback import ProgressCallback
+
+    set_seed(config.seed)  # before loading, so the new regression head starts the same every run
+    model = load_cross_encoder(model_source)
+    train_pairs = select_train_pairs(train_pairs, config.max_train_pairs, config.seed)
+    with tempfile.TemporaryDirectory(prefix="checkpoints-") as checkpoint_dir:
+        trainer = Trainer(
+            model=model,
+            args=training_arguments(config, checkpoint_dir, metric_for_best_model=best_metric),
+            train_dataset=train_pairs,
+            eval_dataset=validation_pairs,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            processing_class=tokenizer,
+            compute_loss_func=score_loss,
+            compute_metrics=validation_metrics,
+            callbacks=list(callbacks),
+        )
+        if quiet:
+            trainer.remove_callback(ProgressCallback)
+            trainer.add_callback(_bar_only_progress())
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+        history = [
+            {key.removeprefix("eval_"): value for key, value in entry.items()}
+            for entry in trainer.state.log_history
+            if "eval_pearson" in entry
+        ]
+    best = max(history, key=lambda entry: entry[best_metric])
+    result = FinetuneResult(best_metrics=best, history=history, train_pairs=len(train_pairs), train_seconds=seconds)
+    return trainer.model, result

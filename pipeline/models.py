@@ -1,0 +1,78 @@
+"""Finding and loading encoders and the fine-tuned pair models; the only place that calls from_pretrained."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pipeline.errors import ConfigError
+
+PACKAGE_PREFIX = "package:"
+SETTINGS_FILE = "similarity.json"
+
+
+def resolve_model_source(name: str) -> str:
+    """model.name -> what from_pretrained takes.
+
+    `package:<module>/<folder>` is a model folder shipped inside an installed Python package (how the
+    embedded default gets weights offline); an existing path is a local folder; anything else is a
+    Hugging Face Hub id.
+    """
+    if name.startswith(PACKAGE_PREFIX):
+        module, _, inner = name.removeprefix(PACKAGE_PREFIX).partition("/")
+        spec = importlib.util.find_spec(module)
+        if spec is None or spec.origin is None:
+            raise ConfigError(f"model.name {name!r}: Python package {module!r} is not installed")
+        folder = Path(spec.origin).parent / inner
+        if not (folder / "config.json").is_file():
+            raise ConfigError(f"model.name {name!r}: no model folder (config.json) at {folder}")
+        return str(folder)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model.name {name!r}: folder has no config.json")
+        return str(path.resolve())
+    return name
+
+
+def load_tokenizer(source: str):
+    """The encoder's own tokenizer (never remote code)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    except OSError as error:
+        raise ConfigError(f"cannot load a tokenizer from {source!r}: {error}") from error
+
+
+def load_cross_encoder(source: str):
+    """A sequence-classification model with one regression output, from safetensors weights."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            source, num_labels=1, problem_type="regression", use_safetensors=True, trust_remote_code=False
+        )
+    except OSError as error:
+        raise ConfigError(f"cannot load safetensors weights from {source!r}: {error}") from error
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What scoring needs to know about a saved pair model, stored beside its weights."""
+
+    head: str
+    base_model: str
+    hangul_only: bool
+
+    def save(self, folder: str | Path) -> None:
+        (Path(folder) / SETTINGS_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ModelSettings:
+        path = Path(folder) / SETTINGS_FILE
+        if not path.is_file():
+            raise ConfigError(f"{folder}: not a fine-tuned pair model (no {SETTINGS_FILE})")
+        return cls(**json.loads(path.read_text(encoding="utf-8")))

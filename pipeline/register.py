@@ -1,0 +1,155 @@
+"""Stage register: log the study's best model with mlflow.transformers, register it, and move the champion
+alias to it only when it beats the current champion on the test metric (or when there is none yet)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import load_params
+from pipeline.errors import PipelineError, run_stage
+from pipeline.models import ModelSettings
+from pipeline.tables import write_json
+
+MODEL_DIR = Path("models/model")
+STUDY_REPORT = Path("reports/study.json")
+METRICS = Path("reports/metrics.json")
+REGISTER_REPORT = Path("reports/register.json")
+METRIC_TAG = "test_{metric}"
+EXAMPLE_PAIRS = [
+    ("오늘 날씨가 정말 좋네요.", "오늘은 날씨가 매우 좋습니다."),
+    ("숙소 위치가 역에서 가까워요.", "이 정책은 내년부터 시행됩니다."),
+]
+
+
+@dataclass(frozen=True)
+class ChampionDecision:
+    """Whether the new version takes the alias, and the comparison that decided it."""
+
+    promote: bool
+    reason: str
+    new_value: float
+    current_version: str | None
+    current_value: float | None
+
+
+def decide_champion(new_value: float, current_version: str | None, current_value: float | None) -> ChampionDecision:
+    """Promote on first registration, or when strictly better than the current champion."""
+    if current_version is None:
+        return ChampionDecision(True, "first registration: no champion yet", new_value, None, None)
+    if current_value is None:
+        return ChampionDecision(
+            True, f"champion v{current_version} has no recorded test metric", new_value, current_version, None
+        )
+    if new_value > current_value:
+        return ChampionDecision(
+            True,
+            f"beats champion v{current_version}: {new_value:.4f} > {current_value:.4f}",
+            new_value,
+            current_version,
+            current_value,
+        )
+    return ChampionDecision(
+        False,
+        f"does not beat champion v{current_version}: {new_value:.4f} <= {current_value:.4f}",
+        new_value,
+        current_version,
+        current_value,
+    )
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements of the logged model (mlflow's default list adds torchvision, which we do not use)."""
+    from importlib.metadata import version
+
+    torch_version = version("torch").split("+")[0]
+    return [
+        f"torch=={torch_version}",
+        f"transformers=={version('transformers')}",
+        f"tokenizers=={version('tokenizers')}",
+        f"safetensors=={version('safetensors')}",
+        f"numpy=={version('numpy')}",
+    ]
+
+
+def current_champion(client, model_name: str, alias: str, metric_tag: str) -> tuple[str | None, float | None]:
+    """(version, its recorded test metric) of the model version holding the alias, or (None, None)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        holder = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return None, None
+    value = holder.tags.get(metric_tag)
+    return str(holder.version), (float(value) if value is not None else None)
+
+
+def log_and_register(scorer, settings: ModelSettings, run_id: str, test_metrics: dict[str, Any], model_name: str):
+    """Log test metrics and the model (transformers flavour) to the best trial's run; register a new version."""
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    example = pd.DataFrame(EXAMPLE_PAIRS, columns=["sentence1", "sentence2"])
+    signature = infer_signature(example, scorer.score(EXAMPLE_PAIRS))
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({f"test_{key}": value for key, value in test_metrics.items() if isinstance(value, int | float)})
+        info = mlflow.transformers.log_model(
+            transformers_model={"model": scorer.model, "tokenizer": scorer.tokenizer},
+            name="model",
+            task="text-classification",
+            pip_requirements=pip_requirements(),
+            signature=signature,
+            input_example=example,
+            metadata={"similarity": asdict(settings)},
+        )
+    return mlflow.register_model(info.model_uri, model_name)
+
+
+def main() -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from pipeline.scoring import PairScorer
+    from pipeline.tracking import mlflow_tracking_uri
+
+    params = load_params()
+    mlflow.set_tracking_uri(mlflow_tracking_uri(params.mlflow.tracking_uri, Path.cwd()))
+    study = json.loads(STUDY_REPORT.read_text(encoding="utf-8"))
+    test_metrics = json.loads(METRICS.read_text(encoding="utf-8"))["test"]
+    metric = params.register.metric
+    if test_metrics.get(metric) is None:
+        raise PipelineError(f"{METRICS}: test {metric} is undefined; not registering")
+    scorer = PairScorer.from_folder(MODEL_DIR)
+    registered = log_and_register(scorer, scorer.settings, study["best_run_id"], test_metrics, params.register.model_name)
+    version = str(registered.version)  # MLflow 3 returns an int
+    client = MlflowClient()
+    metric_tag = METRIC_TAG.format(metric=metric)
+    current_version, current_value = current_champion(client, params.register.model_name, params.register.alias, metric_tag)
+    decision = decide_champion(float(test_metrics[metric]), current_version, current_value)
+    client.set_model_version_tag(params.register.model_name, version, metric_tag, str(decision.new_value))
+    client.set_model_version_tag(params.register.model_name, version, "champion.decision", decision.reason)
+    if decision.promote:
+        client.set_registered_model_alias(params.register.model_name, params.register.alias, version)
+    with mlflow.start_run(run_id=study["best_run_id"]):
+        mlflow.set_tags({"champion.decision": decision.reason, "registered_version": version})
+    champion_version = version if decision.promote else current_version
+    write_json(
+        REGISTER_REPORT,
+        {
+            "model_name": params.register.model_name,
+            "version": version,
+            "alias": params.register.alias,
+            "champion_version": champion_version,
+            "champion_uri": f"models:/{params.register.model_name}@{params.register.alias}",
+            "decision": asdict(decision),
+            "run_id": study["best_run_id"],
+        },
+    )
+    print(f"register: {params.register.model_name} v{version}: {decision.reason}; champion is v{champion_version}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,345 @@
+"""The Optuna study: each trial one `finetune` run and one MLflow run nested under the study's parent run.
+
+Storage is persistent (SQLite by default): a killed train stage resumes the same study, keeps every
+finished trial, and retries a trial whose worker died (heartbeat + RetryHeartbeatStaleTrialCallback).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import SearchSpace, StudyParams, TrainParams
+from pipeline.errors import PipelineError
+from pipeline.finetune import finetune
+from pipeline.models import ModelSettings
+
+STUDY_ROLE_TAG = "korean_sts.role"
+STUDY_NAME_TAG = "optuna.study_name"
+STATE_TAG = "optuna.state"
+TRIAL_DIR_PREFIX = "trial-"
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What one trial trains: its TrainParams and the encoder it fine-tunes."""
+
+    train: TrainParams
+    model_name: str
+
+
+def suggest_trial_setup(trial, search: SearchSpace, base: TrainParams, model_name: str) -> TrialSetup:
+    """Sample the search space (the seed's: log-uniform lr and weight decay, batch size, epochs, warmup)."""
+    train = dataclasses.replace(
+        base,
+        learning_rate=trial.suggest_float("learning_rate", *search.learning_rate, log=True),
+        batch_size=trial.suggest_categorical("batch_size", search.batch_size),
+        weight_decay=trial.suggest_float("weight_decay", *search.weight_decay, log=True),
+        epochs=trial.suggest_int("epochs", *search.epochs),
+        warmup_ratio=trial.suggest_float("warmup_ratio", *search.warmup_ratio),
+    )
+    if search.model_name:
+        model_name = trial.suggest_categorical("model_name", search.model_name)
+    return TrialSetup(train=train, model_name=model_name)
+
+
+def baseline_trial_params(train: TrainParams, search: SearchSpace, model_name: str) -> dict[str, Any]:
+    """params.yaml's hand-set `train` values as the study's first trial."""
+    values = {
+        "learning_rate": train.learning_rate,
+        "batch_size": train.batch_size,
+        "weight_decay": train.weight_decay,
+        "epochs": train.epochs,
+        "warmup_ratio": train.warmup_ratio,
+    }
+    if search.model_name:
+        values["model_name"] = model_name
+    return values
+
+
+def pick_best_trial(trials: list, objective: str, f1_tolerance: float):
+    """The study's winner among complete trials.
+
+    objective "f1" is the seed's rule: highest validation F1; among trials within f1_tolerance of it, the
+    lowest validation loss wins. objective "pearson": highest validation Pearson.
+    """
+    import optuna
+
+    complete = [trial for trial in trials if trial.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        return None
+    top = max(trial.value for trial in complete)
+    if objective == "pearson":
+        return next(trial for trial in complete if trial.value == top)
+    close = [trial for trial in complete if trial.value >= top - f1_tolerance]
+    return min(close, key=lambda trial: (trial.user_attrs["validation"]["loss"], trial.number))
+
+
+def make_pruner(name: str):
+    import optuna
+
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(params: StudyParams, name: str, storage_url: str):
+    """Create or load the study in persistent storage, with heartbeats so a dead worker's trial is retried."""
+    import optuna
+
+    try:
+        storage = optuna.storages.RDBStorage(
+            storage_url,
+            heartbeat_interval=params.heartbeat_seconds,
+            grace_period=params.heartbeat_seconds * 3,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=params.max_retries),
+        )
+        return optuna.create_study(
+            study_name=name,
+            storage=storage,
+            sampler=optuna.samplers.TPESampler(seed=params.seed),
+            pruner=make_pruner(params.pruner),
+            direction="maximize",
+            load_if_exists=True,
+        )
+    except Exception as error:  # SQLAlchemy and drivers raise many kinds; all mean the storage is unusable
+        raise PipelineError(f"cannot open Optuna study {name!r} at {storage_url}: {error}") from error
+
+
+def finished_trial_count(study) -> int:
+    """Trials that count towards n_trials: complete and pruned ones (failed ones are retried)."""
+    import optuna
+
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=done))
+
+
+def trial_reporter(trial):
+    """A Trainer callback: per-epoch validation metrics to MLflow and to the pruner; prunes when told."""
+    import mlflow
+    import optuna
+    from transformers import TrainerCallback
+
+    class TrialReporter(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                mlflow.log_metric("train_loss", logs["loss"], step=round(state.epoch or 0))
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            epoch = round(state.epoch)
+            values = {key.removeprefix("eval_"): value for key, value in (metrics or {}).items()}
+            mlflow.log_metrics({f"val_{key}": values[key] for key in ("loss", "pearson", "spearman", "f1", "mse")}, step=epoch)
+            trial.report(values["pearson"], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"trial {trial.number} pruned after epoch {epoch}")
+
+    return TrialReporter()
+
+
+@dataclass
+class StudyContext:
+    """Everything a trial needs that is the same for every trial."""
+
+    params: StudyParams
+    base_train: TrainParams
+    model_name: str
+    pairs_for_model: Callable[[str], tuple[Any, Any, Any]]  # model name -> (train pairs, validation pairs, tokenizer)
+    settings_for_model: Callable[[str], ModelSettings]
+    resolve: Callable[[str], str]
+    trials_dir: Path
+    run_tags: dict[str, str]
+    parent_run_id: str
+
+
+def make_objective(context: StudyContext) -> Callable:
+    """The Optuna objective: one nested MLflow run around one finetune; saves the trial's model."""
+    import mlflow
+    import optuna
+
+    from pipeline.train import save_pair_model
+
+    def objective(trial) -> float:
+        setup = suggest_trial_setup(trial, context.params.search, context.base_train, context.model_name)
+        run = mlflow.start_run(
+            run_name=f"trial-{trial.number}",
+            nested=True,
+            parent_run_id=context.parent_run_id,
+            tags={**context.run_tags, "optuna.trial_number": str(trial.number), STATE_TAG: "RUNNING"},
+        )
+        trial.set_user_attr("mlflow_run_id", run.info.run_id)
+        status = "FAILED"
+        try:
+            mlflow.log_params({**trial.params, "model_name": setup.model_name, "max_train_pairs": setup.train.max_train_pairs})
+            train_pairs, validation_pairs, tokenizer = context.pairs_for_model(setup.model_name)
+            model, result = finetune(
+                context.resolve(setup.model_name),
+                train_pairs,
+                validation_pairs,
+                tokenizer,
+                setup.train,
+                callbacks=[trial_reporter(trial)],
+                best_metric=context.params.objective,
+                quiet=True,
+            )
+            validation = {key: result.best_metrics[key] for key in ("loss", "pearson", "spearman", "f1", "mse")}
+            trial.set_user_attr("validation", validation)
+            trial.set_user_attr("train_seconds", round(result.train_seconds, 1))
+            trial.set_user_attr("history", result.history)
+            mlflow.log_metrics({f"best_val_{key}": value for key, value in validation.items()})
+            save_pair_model(
+                model,
+                tokenizer,
+                context.settings_for_model(setup.model_name),
+                context.trials_dir / f"{TRIAL_DIR_PREFIX}{trial.number}",
+            )
+            mlflow.set_tag(STATE_TAG, "COMPLETE")
+            status = "FINISHED"
+            value = validation[context.params.objective]
+            print(f"trial {trial.number}: {context.params.objective} {value:.4f}  {trial.params}", flush=True)
+            return value
+        except optuna.TrialPruned:
+            mlflow.set_tag(STATE_TAG, "PRUNED")
+            status = "KILLED"
+            print(f"trial {trial.number}: pruned  {trial.params}", flush=True)
+            raise
+        except Exception:
+            mlflow.set_tag(STATE_TAG, "FAIL")
+            raise
+        finally:
+            mlflow.end_run(status=status)
+
+    return objective
+
+
+def keep_only_best_model(trials_dir: Path, objective: str, f1_tolerance: float) -> Callable:
+    """A study callback: after each trial, delete saved models of trials that are no longer the best."""
+
+    def callback(study, _trial) -> None:
+        best = pick_best_trial(study.get_trials(deepcopy=False), objective, f1_tolerance)
+        keep = f"{TRIAL_DIR_PREFIX}{best.number}" if best is not None else None
+        for folder in trials_dir.glob(f"{TRIAL_DIR_PREFIX}*"):
+            if folder.name != keep and not folder.name.endswith(".partial"):
+                shutil.rmtree(folder, ignore_errors=True)
+
+    return callback
+
+
+def retry_failed_trials(max_retries: int) -> Callable:
+    """A study callback: a trial that raised is queued again with the same params, up to max_retries times.
+
+    (Trials whose worker died are retried by RetryHeartbeatStaleTrialCallback in the storage.)
+    """
+    import optuna
+
+    def callback(study, trial) -> None:
+        if trial.state != optuna.trial.TrialState.FAIL:
+            return
+        retries = trial.user_attrs.get("retries", 0)
+        if retries < max_retries:
+            study.enqueue_trial(trial.params, user_attrs={"retries": retries + 1, "retry_of": trial.number})
+
+    return callback
+
+
+def stop_after(n_trials: int, max_failures: int) -> Callable:
+    """A study callback: stop once n_trials are finished (complete or pruned), or too many trials failed.
+
+    Counting in storage (not in this process) is what lets a resumed or parallel study stop at the total.
+    """
+    import optuna
+
+    def callback(study, _trial) -> None:
+        if (
+            finished_trial_count(study) >= n_trials
+            or len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))) > max_failures
+        ):
+            study.stop()
+
+    return callback
+
+
+def study_callbacks(params: StudyParams, trials_dir: Path) -> list[Callable]:
+    return [
+        keep_only_best_model(trials_dir, params.objective, params.f1_tolerance),
+        retry_failed_trials(params.max_retries),
+        stop_after(params.n_trials, max_failures=(params.max_retries + 1) * params.n_trials),
+    ]
+
+
+def trial_state_counts(study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
+    return counts
+
+
+def find_parent_run(experiment_id: str, study_name: str) -> str | None:
+    """The study's parent run from an earlier (possibly killed) train stage, to resume under it."""
+    import mlflow
+
+    runs = mlflow.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{STUDY_NAME_TAG}` = '{study_name}' and tags.`{STUDY_ROLE_TAG}` = 'study'",
+        output_format="list",
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def trials_table(study) -> list[dict[str, Any]]:
+    """One row per trial for reports/study.json."""
+    return [
+        {
+            "number": trial.number,
+            "state": trial.state.name,
+            "value": trial.value,
+            "params": trial.params,
+            "validation": trial.user_attrs.get("validation"),
+            "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
+        }
+        for trial in study.get_trials(deepcopy=False)
+    ]
+
+
+def log_study_summary(study, best) -> None:
+    """On the (active) parent run: best value and params, and Optuna's plots as artifacts."""
+    import mlflow
+
+    mlflow.set_tags({"best_trial": str(best.number), "best_run_id": best.user_attrs.get("mlflow_run_id", "")})
+    mlflow.log_metric("best_value", best.value)
+    mlflow.log_metrics({f"best_val_{key}": value for key, value in best.user_attrs["validation"].items()})
+    mlflow.log_dict({"number": best.number, "params": best.params, "value": best.value}, "best_trial.json")
+    mlflow.log_dict({"trials": trials_table(study)}, "trials.json")
+    try:
+        from optuna.visualization import plot_optimization_history, plot_param_importances
+
+        mlflow.log_figure(plot_optimization_history(study), "plots/optimization_history.html")
+        if len([t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]) >= 2:
+            mlflow.log_figure(plot_param_importances(study), "plots/param_importances.html")
+    except (ImportError, ValueError, RuntimeError) as error:  # plotly missing, or too few trials to rank
+        mlflow.set_tag("plots.skipped", str(error)[:250])
+
+
+def write_study_report(path: Path, study, best, parent_run_id: str) -> None:
+    """The study for humans and for the register stage: the winner, its MLflow run, every trial."""
+    from pipeline.tables import write_json
+
+    write_json(
+        path,
+        {
+            "study_name": study.study_name,
+            "parent_run_id": parent_run_id,
+            "best_trial": best.number,
+            "best_run_id": best.user_attrs.get("mlflow_run_id"),
+            "best_params": best.params,
+            "best_value": best.value,
+            "validation": best.user_attrs.get("validation"),
+            "trials": trials_table(study),
+        },
+    )

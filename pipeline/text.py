@@ -1,0 +1,17 @@
+"""Text normalization shared by preprocess (training data) and scoring (any pair at inference)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+NOT_HANGUL = re.compile(r"[^ㄱ-ㅎㅏ-ㅣ가-힣 ]")  # the seed notebook's cleaning rule
+SPACES = re.compile(r"\s+")
+
+
+def normalize_text(text: str, hangul_only: bool = False) -> str:
+    """Unicode NFC, whitespace collapsed; optionally keep Hangul and spaces only (the seed's rule)."""
+    text = unicodedata.normalize("NFC", text)
+    if hangul_only:
+        text = NOT_HANGUL.sub(" ", text)
+    return SPACES.sub(" ", text).strip()

@@ -1,0 +1,49 @@
+"""Stage tokenize: clean split tables -> pair encodings with the model's own tokenizer, saved as Arrow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.config import load_params
+from pipeline.errors import run_stage
+from pipeline.models import load_tokenizer, resolve_model_source
+from pipeline.tables import SPLITS, split_path
+
+CLEAN_DIR = Path("data/clean")
+TOKENIZED_DIR = Path("data/tokenized")
+TOKENIZER_DIR = TOKENIZED_DIR / "tokenizer"
+
+
+def encode_pairs(dataset, tokenizer, max_length: int):
+    """Pair encoding truncated to max_length (no padding: batches pad dynamically), labels = score.
+
+    A `length` column lets the length-grouped sampler bucket batches without re-reading input_ids.
+    """
+
+    def encode(batch):
+        encoded = tokenizer(batch["sentence1"], batch["sentence2"], truncation=True, max_length=max_length)
+        encoded["labels"] = [float(score) for score in batch["score"]]
+        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+        return encoded
+
+    return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenize")
+
+
+def main() -> None:
+    import datasets
+
+    params = load_params().model
+    tokenizer = load_tokenizer(resolve_model_source(params.name))
+    tokenizer.model_max_length = params.max_length  # scoring reads it back from the saved tokenizer
+    raw = datasets.DatasetDict({split: datasets.Dataset.from_json(str(split_path(CLEAN_DIR, split))) for split in SPLITS})
+    encoded = datasets.DatasetDict({split: encode_pairs(raw[split], tokenizer, params.max_length) for split in SPLITS})
+    encoded.save_to_disk(str(TOKENIZED_DIR / "pairs"))
+    tokenizer.save_pretrained(str(TOKENIZER_DIR))
+    for split in SPLITS:
+        lengths = sorted(encoded[split]["length"])
+        truncated = sum(length >= params.max_length for length in lengths)
+        print(f"tokenize: {split}: {len(lengths)} pairs, median {lengths[len(lengths) // 2]} tokens, {truncated} at max_length")
+
+
+if __name__ == "__main__":
+    run_stage(main)

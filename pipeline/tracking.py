@@ -1,0 +1,88 @@
+"""Adapters to the experiment stores: where MLflow and Optuna keep their state, and clear errors when broken."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PipelineError
+
+MLFLOW_DB = "mlflow.db"
+MLFLOW_ARTIFACTS = "mlartifacts"
+OPTUNA_DB = "studies/optuna.db"
+
+
+class StoreError(PipelineError):
+    """An MLflow or Optuna store that is missing, unreadable or not a database."""
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a sqlite:/// URL (None for other databases and in-memory SQLite)."""
+    if not url.startswith("sqlite:///") or url == "sqlite:///:memory:":
+        return None
+    return Path(url.removeprefix("sqlite:///"))
+
+
+def check_sqlite_store(url: str, what: str) -> None:
+    """Fail clearly when a SQLite store exists but is not a SQLite database (rather than deep in SQLAlchemy)."""
+    path = sqlite_path(url)
+    if path is None or not path.exists():
+        return
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+            connection.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as error:
+        raise StoreError(f"{what} at {path} is not a readable SQLite database ({error}); move it away to start afresh") from error
+
+
+def mlflow_tracking_uri(configured: str | None, root: Path) -> str:
+    """MLFLOW_TRACKING_URI, else params, else an absolute SQLite file in the repository."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured or f"sqlite:///{(root / MLFLOW_DB).resolve()}"
+    check_sqlite_store(uri, "MLflow tracking store")
+    return uri
+
+
+def optuna_storage_url(configured: str | None, root: Path) -> str:
+    """OPTUNA_STORAGE, else params, else an absolute SQLite file in the repository."""
+    url = os.environ.get("OPTUNA_STORAGE") or configured or f"sqlite:///{(root / OPTUNA_DB).resolve()}"
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    check_sqlite_store(url, "Optuna storage")
+    return url
+
+
+def ensure_experiment(name: str, root: Path) -> str:
+    """Create (with an explicit artifact location, never ./mlruns) or find the experiment, and make it active."""
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        experiment_id = mlflow.create_experiment(name, artifact_location=(root / MLFLOW_ARTIFACTS).resolve().as_uri())
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)  # nested runs inherit the active experiment, not the parent's
+    return experiment_id
+
+
+def params_hash(section: Any) -> str:
+    """A short stable hash of a params section (what DVC would rerun on), to name studies and tag runs."""
+    text = json.dumps(section, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def git_commit(root: Path) -> str:
+    """HEAD's commit, with '-dirty' when the work tree differs; 'unknown' outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")

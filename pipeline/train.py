@@ -1,0 +1,160 @@
+"""Stage train: an Optuna study over fine-tuning runs, tracked in MLflow; the best trial's model is the output.
+
+params.yaml's `train` values are the study's first trial (the hand-set baseline); the sampler explores
+`study.search` from there. One MLflow parent run per study, one nested run per trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+from pipeline.config import Params, load_params
+from pipeline.errors import PipelineError, run_stage
+from pipeline.models import ModelSettings, load_tokenizer, resolve_model_source
+from pipeline.tables import write_json
+
+CLEAN_DIR = Path("data/clean")
+TOKENIZED_DIR = Path("data/tokenized")
+MODEL_DIR = Path("models/model")
+STUDIES_DIR = Path("studies")
+METRICS = Path("reports/train_metrics.json")
+HISTORY = Path("reports/train_history.json")
+STUDY_REPORT = Path("reports/study.json")
+
+
+def save_pair_model(model, tokenizer, settings: ModelSettings, folder: Path) -> None:
+    """save_pretrained (safetensors) + tokenizer + settings, swapped in whole so no half model is left."""
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    settings.save(staging)
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+
+
+def copy_model_folder(source: Path, target: Path) -> None:
+    """Copy a saved model folder into place atomically (copy beside the target, then rename)."""
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+
+
+def study_config_hash(params: Params) -> str:
+    """The hash of every param that changes what a trial computes: a new hash starts a new study."""
+    from pipeline.tracking import params_hash
+
+    relevant = {
+        "model": dataclasses.asdict(params.model),
+        "train": dataclasses.asdict(params.train),
+        "study": {
+            k: v for k, v in dataclasses.asdict(params.study).items() if k not in ("n_trials", "timeout_seconds", "storage")
+        },
+        "hangul_only": params.preprocess.hangul_only,
+    }
+    return params_hash(relevant)
+
+
+class PairsByModel:
+    """Tokenized pairs per model name: the tokenize stage's output for model.name, encoded here for others."""
+
+    def __init__(self, params: Params) -> None:
+        import datasets
+
+        self.params = params
+        self.cache = {params.model.name: self._from_tokenize_stage(datasets)}
+
+    @staticmethod
+    def _from_tokenize_stage(datasets):
+        pairs = datasets.load_from_disk(str(TOKENIZED_DIR / "pairs"))
+        return pairs["train"], pairs["validation"], load_tokenizer(str(TOKENIZED_DIR / "tokenizer"))
+
+    def __call__(self, model_name: str):
+        if model_name not in self.cache:
+            import datasets
+
+            from pipeline.tables import split_path
+            from pipeline.tokenize import encode_pairs
+
+            tokenizer = load_tokenizer(resolve_model_source(model_name))
+            tokenizer.model_max_length = self.params.model.max_length
+            encoded = [
+                encode_pairs(
+                    datasets.Dataset.from_json(str(split_path(CLEAN_DIR, split))), tokenizer, self.params.model.max_length
+                )
+                for split in ("train", "validation")
+            ]
+            self.cache[model_name] = (*encoded, tokenizer)
+        return self.cache[model_name]
+
+
+def main() -> None:
+    import mlflow
+    import optuna
+
+    from pipeline import study as studies
+    from pipeline.tracking import ensure_experiment, git_commit, mlflow_tracking_uri, optuna_storage_url
+
+    params = load_params()
+    root = Path.cwd()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config_hash = study_config_hash(params)
+    study_name = f"{params.study.name}-{config_hash}"
+    mlflow.set_tracking_uri(mlflow_tracking_uri(params.mlflow.tracking_uri, root))
+    experiment_id = ensure_experiment(params.mlflow.experiment, root)
+    study = studies.open_study(params.study, study_name, optuna_storage_url(params.study.storage, root))
+    if not study.get_trials(deepcopy=False):
+        study.enqueue_trial(studies.baseline_trial_params(params.train, params.study.search, params.model.name))
+    parent_run_id = studies.find_parent_run(experiment_id, study_name)
+    tags = {studies.STUDY_NAME_TAG: study_name, "git_commit": git_commit(root), "dvc_params_hash": config_hash}
+    trials_dir = STUDIES_DIR / study_name
+    context = studies.StudyContext(
+        params=params.study,
+        base_train=params.train,
+        model_name=params.model.name,
+        pairs_for_model=PairsByModel(params),
+        settings_for_model=lambda name: ModelSettings(head="cross", base_model=name, hangul_only=params.preprocess.hangul_only),
+        resolve=resolve_model_source,
+        trials_dir=trials_dir,
+        run_tags=tags,
+        parent_run_id="",
+    )
+    with mlflow.start_run(
+        run_id=parent_run_id,
+        experiment_id=experiment_id,
+        run_name=study_name,
+        tags=None if parent_run_id else {**tags, studies.STUDY_ROLE_TAG: "study"},
+    ) as parent:
+        context.parent_run_id = parent.info.run_id
+        finished = studies.finished_trial_count(study)
+        print(
+            f"train: study {study_name}: {finished} of {params.study.n_trials} trials finished; MLflow run {parent.info.run_id}"
+        )
+        if finished < params.study.n_trials:
+            study.optimize(
+                studies.make_objective(context),
+                timeout=params.study.timeout_seconds,
+                catch=(RuntimeError, ValueError),
+                callbacks=studies.study_callbacks(params.study, trials_dir),
+            )
+        best = studies.pick_best_trial(study.get_trials(), params.study.objective, params.study.f1_tolerance)
+        if best is None:
+            raise PipelineError(f"study {study_name}: no trial completed (see the failed runs in MLflow)")
+        studies.log_study_summary(study, best)
+    best_folder = trials_dir / f"{studies.TRIAL_DIR_PREFIX}{best.number}"
+    if not (best_folder / "model.safetensors").is_file():
+        raise PipelineError(f"study {study_name}: best trial {best.number} has no saved model at {best_folder}")
+    copy_model_folder(best_folder, MODEL_DIR)
+    counts = studies.trial_state_counts(study)
+    write_json(HISTORY, best.user_attrs.get("history", []))
+    write_json(METRICS, {"validation": best.user_attrs["validation"], "best_trial": best.number, "trials": counts})
+    studies.write_study_report(STUDY_REPORT, study, best, context.parent_run_id)
+    print(f"train: best trial {best.number} {best.params}: validation {best.user_attrs['validation']} -> {MODEL_DIR}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

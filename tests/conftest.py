@@ -1,0 +1,106 @@
+"""Shared fixtures: offline environment, a network guard, the mirror, a small mirror, a tiny BERT."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MIRROR = (REPO / ".." / "shared" / "data").resolve()
+
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+os.environ.update(OFFLINE_ENV)
+
+
+def _is_local(address) -> bool:
+    if not isinstance(address, tuple):
+        return True  # AF_UNIX paths
+    host = address[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def network_guard(monkeypatch):
+    """Any connection from test code to a non-loopback address fails the test before a packet leaves."""
+    real_connect = socket.socket.connect
+
+    def guarded_connect(self, address):
+        if not _is_local(address):
+            raise RuntimeError(f"test tried to reach the network: {address!r}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    if not (MIRROR / "korsts" / "sts-train.tsv").is_file():
+        pytest.fail(f"the offline data mirror is missing at {MIRROR} (see README: Data)")
+    return MIRROR
+
+
+def write_small_mirror(source: Path, target: Path, train_rows: int = 160, dev_rows: int = 60, test_rows: int = 60) -> Path:
+    """The mirror's layout with the first rows of each file: the same parsers, seconds instead of minutes."""
+    for name, rows in (("korsts/sts-train.tsv", train_rows), ("korsts/sts-dev.tsv", dev_rows)):
+        lines = (source / name).read_text(encoding="utf-8").splitlines(keepends=True)
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        (target / name).write_text("".join(lines[: rows + 1]), encoding="utf-8")
+    klue = json.loads((source / "klue-sts/klue-sts-v1.1_dev.json").read_text(encoding="utf-8"))
+    (target / "klue-sts").mkdir(parents=True, exist_ok=True)
+    (target / "klue-sts/klue-sts-v1.1_dev.json").write_text(json.dumps(klue[:test_rows], ensure_ascii=False), encoding="utf-8")
+    return target
+
+
+@pytest.fixture()
+def small_mirror(mirror, tmp_path) -> Path:
+    return write_small_mirror(mirror, tmp_path / "mirror")
+
+
+def mirror_sentences(mirror: Path, limit: int = 600) -> list[str]:
+    """Korean sentences from KorSTS train, to train tiny vocabularies on."""
+    sentences = []
+    for line in (mirror / "korsts/sts-train.tsv").read_text(encoding="utf-8").splitlines()[1 : limit // 2 + 1]:
+        fields = line.split("\t")
+        sentences += fields[5:7]
+    return sentences
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(mirror, tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT with a WordPiece vocabulary trained on mirror sentences."""
+    from pipeline.toy_models import build_tiny_bert
+
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), mirror_sentences(mirror), vocab_size=800)
+
+
+@pytest.fixture()
+def repo_copy(tmp_path) -> Path:
+    """The pipeline's files in a fresh git repository: what a user's clone holds."""
+    target = tmp_path / "repo"
+    target.mkdir()
+    for name in ("pipeline", ".dvc", "dvc.yaml", "params.yaml", ".gitignore", "pyproject.toml"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
+        else:
+            shutil.copy2(source, target / name)
+    return target

@@ -1,0 +1,65 @@
+import copy
+
+import pytest
+import yaml
+
+from pipeline.config import load_params, parse_params
+from pipeline.errors import ConfigError
+from tests.conftest import REPO
+
+
+@pytest.fixture()
+def raw():
+    return yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+
+
+def test_default_params_load_into_typed_sections():
+    params = load_params(REPO / "params.yaml")
+    assert params.data.source == "mirror"
+    assert params.model.name.startswith("package:")
+    assert isinstance(params.train.learning_rate, float)
+    assert params.train.max_train_pairs is None
+
+
+def test_int_is_accepted_where_a_float_is_expected(raw):
+    raw["train"]["learning_rate"] = 1
+    assert parse_params(raw).train.learning_rate == 1.0
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("data", "source", "s3", "not one of"),
+        ("train", "epochs", "two", "expected int"),
+        ("train", "epochs", True, "expected int"),
+        ("train", "epochs", 0, "at least 1"),
+        ("train", "warmup_ratio", 1.5, "warmup_ratio"),
+        ("evaluate", "threshold", 7.5, "threshold"),
+        ("model", "max_length", 2, "max_length"),
+        ("train", "max_train_pairs", 0, "max_train_pairs"),
+    ],
+)
+def test_bad_values_are_rejected_with_the_key_named(raw, section, key, value, message):
+    bad = copy.deepcopy(raw)
+    bad[section][key] = value
+    with pytest.raises(ConfigError, match=message):
+        parse_params(bad)
+
+
+def test_unknown_and_missing_keys_are_named(raw):
+    bad = copy.deepcopy(raw)
+    bad["train"]["learning_rat"] = 1e-5
+    with pytest.raises(ConfigError, match=r"train: unknown key\(s\) \['learning_rat'\]"):
+        parse_params(bad)
+    bad = copy.deepcopy(raw)
+    del bad["model"]["name"]
+    with pytest.raises(ConfigError, match=r"model: missing key\(s\) \['name'\]"):
+        parse_params(bad)
+
+
+def test_missing_or_broken_params_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("data: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(tmp_path / "params.yaml")

@@ -1,0 +1,210 @@
+"""The train stage's Optuna study and the register stage, against real SQLite stores in a temp folder."""
+
+import json
+import os
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+
+from pipeline import download, evaluate, preprocess, register, tokenize, train
+from pipeline.config import load_params
+from pipeline.errors import PipelineError
+from pipeline.register import decide_champion
+from pipeline.scoring import PairScorer
+from pipeline.study import pick_best_trial
+from pipeline.tracking import StoreError, optuna_storage_url
+from tests.conftest import REPO
+
+
+@pytest.fixture()
+def stage_repo(tmp_path, small_mirror, tiny_bert, monkeypatch):
+    """A work folder with params for a tiny study and the tokenize stage's output already there."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    params["data"]["mirror_dir"] = str(small_mirror)
+    params["model"].update(name=str(tiny_bert), max_length=48)
+    params["train"].update(epochs=1, batch_size=16, learning_rate=1e-3, eval_batch_size=32)
+    params["study"].update(n_trials=3, heartbeat_seconds=2, pruner="none")
+    params["study"]["search"].update(learning_rate=[3e-4, 1e-3], batch_size=[16, 32], epochs=[1, 2])
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    monkeypatch.chdir(work)
+    for name in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE"):
+        monkeypatch.delenv(name, raising=False)
+    for stage in (download, preprocess, tokenize):
+        stage.main()
+    return work
+
+
+def set_study(work, **values):
+    params = yaml.safe_load((work / "params.yaml").read_text(encoding="utf-8"))
+    params["study"].update(values)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+
+
+def runs_of(work):
+    """(parent runs, child runs) of the study experiment in the work folder's MLflow store."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
+    experiment = mlflow.get_experiment_by_name("korean-sts")
+    runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
+    parents = [run for run in runs if run.data.tags.get("korean_sts.role") == "study"]
+    children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+    return parents, children
+
+
+def test_study_trials_are_nested_runs_and_the_best_model_is_kept(stage_repo):
+    train.main()
+    report = json.loads((stage_repo / "reports/study.json").read_text(encoding="utf-8"))
+    assert [trial["number"] for trial in report["trials"]] == [0, 1, 2]
+    assert all(trial["state"] == "COMPLETE" for trial in report["trials"])
+    assert report["trials"][0]["params"]["learning_rate"] == 1e-3  # params.yaml's train values run first
+
+    parents, children = runs_of(stage_repo)
+    assert len(parents) == 1 and len(children) == 3
+    assert {child.data.tags["mlflow.parentRunId"] for child in children} == {parents[0].info.run_id}
+    assert report["parent_run_id"] == parents[0].info.run_id
+    for child in children:
+        assert {"learning_rate", "batch_size", "weight_decay", "epochs", "warmup_ratio"} <= set(child.data.params)
+        assert child.data.tags["optuna.state"] == "COMPLETE" and child.info.status == "FINISHED"
+        assert child.data.tags["dvc_params_hash"] == parents[0].data.tags["dvc_params_hash"]
+        assert "git_commit" in child.data.tags and "val_pearson" in child.data.metrics
+    assert parents[0].data.tags["best_trial"] == str(report["best_trial"])
+
+    study = optuna.load_study(study_name=report["study_name"], storage=f"sqlite:///{stage_repo / 'studies/optuna.db'}")
+    assert pick_best_trial(study.get_trials(), "f1", 0.01).number == report["best_trial"]
+    kept = sorted(path.name for path in (stage_repo / "studies" / report["study_name"]).iterdir())
+    assert kept == [f"trial-{report['best_trial']}"]
+    assert (stage_repo / "models/model/model.safetensors").is_file()
+
+
+def test_an_interrupted_study_resumes_to_the_requested_count(stage_repo):
+    set_study(stage_repo, n_trials=1)
+    train.main()
+    first = json.loads((stage_repo / "reports/study.json").read_text(encoding="utf-8"))
+    assert [trial["number"] for trial in first["trials"]] == [0]
+
+    set_study(stage_repo, n_trials=3)  # n_trials is not part of the study's identity: same study, resumed
+    train.main()
+    second = json.loads((stage_repo / "reports/study.json").read_text(encoding="utf-8"))
+    assert second["study_name"] == first["study_name"]
+    assert [trial["number"] for trial in second["trials"]] == [0, 1, 2]
+    assert second["trials"][0]["params"] == first["trials"][0]["params"]
+    assert second["trials"][0]["mlflow_run_id"] == first["trials"][0]["mlflow_run_id"]
+    parents, children = runs_of(stage_repo)
+    assert len(parents) == 1 and len(children) == 3
+
+    train.main()  # already complete: no new trial
+    third = json.loads((stage_repo / "reports/study.json").read_text(encoding="utf-8"))
+    assert len(third["trials"]) == 3
+
+
+def test_a_pruned_trial_is_tagged_and_ended_as_killed(stage_repo):
+    """A median pruner that has seen a far better first trial prunes the next trial after its first epoch."""
+    set_study(stage_repo, n_trials=2, pruner="median")
+    params = load_params()
+    name = f"{params.study.name}-{train.study_config_hash(params)}"
+    storage = optuna_storage_url(None, stage_repo)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"learning_rate": 1e-3, "batch_size": 16, "weight_decay": 1e-4, "epochs": 2, "warmup_ratio": 0.1},
+            distributions={
+                "learning_rate": optuna.distributions.FloatDistribution(3e-4, 1e-3, log=True),
+                "batch_size": optuna.distributions.CategoricalDistribution([16, 32]),
+                "weight_decay": optuna.distributions.FloatDistribution(4e-5, 1e-3, log=True),
+                "epochs": optuna.distributions.IntDistribution(1, 2),
+                "warmup_ratio": optuna.distributions.FloatDistribution(0.0, 0.2),
+            },
+            value=1.0,
+            intermediate_values={1: 0.999, 2: 0.999},
+            user_attrs={"validation": {"loss": 0.1, "pearson": 0.999, "spearman": 0.999, "f1": 1.0, "mse": 0.01}},
+        )
+    )
+    with pytest.raises(PipelineError, match="no saved model"):
+        train.main()  # the only complete trial is the hand-made one, which has no model folder
+    _, children = runs_of(stage_repo)
+    assert children and all(child.data.tags["optuna.state"] == "PRUNED" for child in children)
+    assert all(child.info.status == "KILLED" for child in children)
+    states = {trial.state for trial in optuna.load_study(study_name=name, storage=storage).get_trials()}
+    assert optuna.trial.TrialState.PRUNED in states
+    assert not (stage_repo / "models/model").exists()
+
+
+def test_corrupted_stores_fail_clearly_and_are_left_as_they_were(stage_repo):
+    garbage = b"this is not a database" * 10
+    (stage_repo / "mlflow.db").write_bytes(garbage)
+    with pytest.raises(StoreError, match=r"MLflow tracking store at .*mlflow.db is not a readable SQLite database"):
+        train.main()
+    assert (stage_repo / "mlflow.db").read_bytes() == garbage
+    (stage_repo / "mlflow.db").unlink()
+    (stage_repo / "studies").mkdir()
+    (stage_repo / "studies/optuna.db").write_bytes(garbage)
+    with pytest.raises(StoreError, match=r"Optuna storage at .*optuna\.db is not a readable SQLite database"):
+        train.main()
+    assert (stage_repo / "studies/optuna.db").read_bytes() == garbage
+
+
+def test_an_unreachable_study_storage_is_a_clear_error(stage_repo, monkeypatch):
+    monkeypatch.setenv("OPTUNA_STORAGE", "postgresql+psycopg2://nobody@127.0.0.1:9/none")
+    with pytest.raises(PipelineError, match="cannot open Optuna study"):
+        train.main()
+
+
+def test_register_sets_the_champion_alias_and_loads_it_back(stage_repo):
+    import mlflow
+    from mlflow import MlflowClient
+
+    set_study(stage_repo, n_trials=1)
+    train.main()
+    evaluate.main()
+    register.main()
+    first = json.loads((stage_repo / "reports/register.json").read_text(encoding="utf-8"))
+    assert first["version"] == "1" and first["champion_version"] == "1" and first["decision"]["promote"]
+
+    mlflow.set_tracking_uri(f"sqlite:///{stage_repo / 'mlflow.db'}")
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias("korean-sts-similarity", "champion").version) == "1"
+    champion = PairScorer.from_registry("models:/korean-sts-similarity@champion", device="cpu")
+    local = PairScorer.from_folder(stage_repo / "models/model", device="cpu")
+    records = [json.loads(line) for line in (stage_repo / "data/clean/test.jsonl").read_text(encoding="utf-8").splitlines()]
+    pairs = [(r["sentence1"], r["sentence2"]) for r in records]
+    np.testing.assert_allclose(champion.score(pairs), local.score(pairs), atol=1e-5)
+    best_run = client.get_run(first["run_id"])
+    assert "test_f1" in best_run.data.metrics and best_run.data.tags["registered_version"] == "1"
+
+    register.main()  # the same model again: equal, not better, so the alias stays
+    second = json.loads((stage_repo / "reports/register.json").read_text(encoding="utf-8"))
+    assert second["version"] == "2" and second["champion_version"] == "1" and not second["decision"]["promote"]
+    assert str(client.get_model_version_by_alias("korean-sts-similarity", "champion").version) == "1"
+    assert "does not beat" in client.get_model_version("korean-sts-similarity", "2").tags["champion.decision"]
+
+
+@pytest.mark.parametrize(
+    ("new", "version", "current", "promote"),
+    [(0.5, None, None, True), (0.5, "1", None, True), (0.6, "1", 0.5, True), (0.5, "1", 0.5, False), (0.4, "1", 0.5, False)],
+)
+def test_champion_rule(new, version, current, promote):
+    assert decide_champion(new, version, current).promote is promote
+
+
+def test_seed_rule_prefers_lower_loss_among_close_f1():
+    def trial(number, f1, loss):
+        return optuna.trial.create_trial(value=f1, params={}, distributions={}, user_attrs={"validation": {"loss": loss}}), number
+
+    made = []
+    for number, f1, loss in ((0, 0.700, 0.50), (1, 0.705, 0.60), (2, 0.650, 0.10)):
+        frozen, _ = trial(number, f1, loss)
+        frozen.number = number
+        made.append(frozen)
+    assert pick_best_trial(made, "f1", 0.01).number == 0  # within 0.01 of the top F1, lower loss wins
+    assert pick_best_trial(made, "f1", 0.0).number == 1
+    assert pick_best_trial(made, "pearson", 0.01).number == 1
+
+
+def test_environment_overrides_the_study_storage(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPTUNA_STORAGE", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    assert optuna_storage_url("sqlite:///ignored.db", tmp_path) == os.environ["OPTUNA_STORAGE"]
