@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.config import Params, load_params
@@ -24,24 +25,29 @@ HISTORY = Path("reports/train_history.json")
 STUDY_REPORT = Path("reports/study.json")
 
 
-def save_pair_model(model, tokenizer, settings: ModelSettings, folder: Path) -> None:
-    """save_pretrained (safetensors) + tokenizer + settings, swapped in whole so no half model is left."""
-    staging = folder.with_name(folder.name + ".partial")
+def replace_folder(target: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a staging folder beside target, then swap it in whole: a crash never leaves a half model."""
+    staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging, safe_serialization=True)
-    tokenizer.save_pretrained(staging)
-    settings.save(staging)
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
+    fill(staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+
+
+def save_pair_model(model, tokenizer, settings: ModelSettings, folder: Path) -> None:
+    """save_pretrained (safetensors) + tokenizer + the settings scoring needs."""
+
+    def fill(staging: Path) -> None:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        settings.save(staging)
+
+    replace_folder(folder, fill)
 
 
 def copy_model_folder(source: Path, target: Path) -> None:
-    """Copy a saved model folder into place atomically (copy beside the target, then rename)."""
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    """Copy a saved model folder into place."""
+    replace_folder(target, lambda staging: shutil.copytree(source, staging))
 
 
 def study_config_hash(params: Params) -> str:
