@@ -279,6 +279,32 @@ def trial_state_counts(study) -> dict[str, int]:
     return counts
 
 
+def close_orphaned_runs(study) -> list[str]:
+    """End as FAILED the MLflow runs of trials whose process died (Optuna failed them by heartbeat).
+
+    Their runs were left RUNNING by the killed process; returns the run ids closed.
+    """
+    import mlflow
+    import optuna
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    closed = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if not run_id:
+            continue
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            continue
+        if run.info.status == "RUNNING":
+            client.set_tag(run_id, STATE_TAG, "FAIL")
+            client.set_terminated(run_id, status="FAILED")
+            closed.append(run_id)
+    return closed
+
+
 def find_parent_run(experiment_id: str, study_name: str) -> str | None:
     """The study's parent run from an earlier (possibly killed) train stage, to resume under it."""
     import mlflow

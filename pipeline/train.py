@@ -147,6 +147,8 @@ def main() -> None:
                 catch=(RuntimeError, ValueError),
                 callbacks=studies.study_callbacks(params.study, trials_dir),
             )
+        for run_id in studies.close_orphaned_runs(study):
+            print(f"train: closed MLflow run {run_id} of a trial whose process died (retried with the same params)")
         best = studies.pick_best_trial(study.get_trials(), params.study.objective, params.study.f1_tolerance)
         if best is None:
             raise PipelineError(f"study {study_name}: no trial completed (see the failed runs in MLflow)")

@@ -208,3 +208,52 @@ def test_seed_rule_prefers_lower_loss_among_close_f1():
 def test_environment_overrides_the_study_storage(tmp_path, monkeypatch):
     monkeypatch.setenv("OPTUNA_STORAGE", f"sqlite:///{tmp_path / 'elsewhere.db'}")
     assert optuna_storage_url("sqlite:///ignored.db", tmp_path) == os.environ["OPTUNA_STORAGE"]
+
+
+def test_a_train_stage_killed_mid_trial_resumes_and_retries_that_trial(stage_repo):
+    """SIGKILL the stage while trial 1 runs; the rerun fails it by heartbeat, retries its params, loses nothing."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import mlflow
+
+    set_study(stage_repo, n_trials=3, heartbeat_seconds=1)
+    params = load_params()
+    name = f"{params.study.name}-{train.study_config_hash(params)}"
+    storage = f"sqlite:///{stage_repo / 'studies/optuna.db'}"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.train"], cwd=stage_repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 240
+    running = None
+    while time.monotonic() < deadline and running is None:
+        time.sleep(0.2)
+        try:
+            trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+        except Exception:  # the study is not created yet
+            continue
+        states = [trial.state.name for trial in trials]
+        if states[:1] == ["COMPLETE"] and "RUNNING" in states[1:]:
+            running = next(trial for trial in trials if trial.state.name == "RUNNING")
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert running is not None, "trial 1 never started running"
+
+    time.sleep(3.5)  # past the grace period (3 missed heartbeats of 1 s)
+    train.main()
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+    killed = trials[running.number]
+    assert killed.state.name == "FAIL"
+    retries = [t for t in trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed.number]
+    assert len(retries) == 1 and retries[0].params == killed.params and retries[0].state.name == "COMPLETE"
+    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 3
+    assert len({t.number for t in trials}) == len(trials)
+
+    mlflow.set_tracking_uri(f"sqlite:///{stage_repo / 'mlflow.db'}")
+    killed_run = mlflow.MlflowClient().get_run(killed.user_attrs["mlflow_run_id"])
+    assert killed_run.info.status == "FAILED" and killed_run.data.tags["optuna.state"] == "FAIL"
+    parents, children = runs_of(stage_repo)
+    assert len(parents) == 1 and len(children) == len(trials)
