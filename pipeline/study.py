@@ -100,16 +100,19 @@ def open_study(params: StudyParams, name: str, storage_url: str):
             grace_period=params.heartbeat_seconds * 3,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=params.max_retries),
         )
-        return optuna.create_study(
+        study = optuna.create_study(
             study_name=name,
             storage=storage,
-            sampler=optuna.samplers.TPESampler(seed=params.seed),
             pruner=make_pruner(params.pruner),
             direction="maximize",
             load_if_exists=True,
         )
     except Exception as error:  # SQLAlchemy and drivers raise many kinds; all mean the storage is unusable
         raise PipelineError(f"cannot open Optuna study {name!r} at {storage_url}: {error}") from error
+    # A resumed study with the same sampler seed would replay the draws of its first run (seen: trial 3
+    # repeated trial 1). Offsetting the seed by the stored trial count keeps runs reproducible and new.
+    study.sampler = optuna.samplers.TPESampler(seed=params.seed + len(study.get_trials(deepcopy=False)))
+    return study
 
 
 def finished_trial_count(study) -> int:

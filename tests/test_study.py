@@ -82,18 +82,18 @@ def test_study_trials_are_nested_runs_and_the_best_model_is_kept(stage_repo):
 
 
 def test_an_interrupted_study_resumes_to_the_requested_count(stage_repo):
-    set_study(stage_repo, n_trials=1)
+    set_study(stage_repo, n_trials=2)  # trial 0: params.yaml's values; trial 1: the sampler's first draw
     train.main()
     first = json.loads((stage_repo / "reports/study.json").read_text(encoding="utf-8"))
-    assert [trial["number"] for trial in first["trials"]] == [0]
+    assert [trial["number"] for trial in first["trials"]] == [0, 1]
 
     set_study(stage_repo, n_trials=3)  # n_trials is not part of the study's identity: same study, resumed
     train.main()
     second = json.loads((stage_repo / "reports/study.json").read_text(encoding="utf-8"))
     assert second["study_name"] == first["study_name"]
     assert [trial["number"] for trial in second["trials"]] == [0, 1, 2]
-    assert second["trials"][0]["params"] == first["trials"][0]["params"]
-    assert second["trials"][0]["mlflow_run_id"] == first["trials"][0]["mlflow_run_id"]
+    assert second["trials"][:2] == first["trials"]  # finished trials kept as they were
+    assert second["trials"][2]["params"] != second["trials"][1]["params"]  # the resumed sampler draws anew
     parents, children = runs_of(stage_repo)
     assert len(parents) == 1 and len(children) == 3
 
