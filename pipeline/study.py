@@ -345,14 +345,17 @@ def log_study_summary(study, best) -> None:
     mlflow.log_metrics({f"best_val_{key}": value for key, value in best.user_attrs["validation"].items()})
     mlflow.log_dict({"number": best.number, "params": best.params, "value": best.value}, "best_trial.json")
     mlflow.log_dict({"trials": trials_table(study)}, "trials.json")
-    try:
-        from optuna.visualization import plot_optimization_history, plot_param_importances
+    import matplotlib
 
-        mlflow.log_figure(plot_optimization_history(study), "plots/optimization_history.html")
-        if len([t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]) >= 2:
-            mlflow.log_figure(plot_param_importances(study), "plots/param_importances.html")
-    except (ImportError, ValueError, RuntimeError) as error:  # plotly missing, or too few trials to rank
-        mlflow.set_tag("plots.skipped", str(error)[:250])
+    matplotlib.use("Agg")  # files only, no display
+    from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
+
+    mlflow.log_figure(plot_optimization_history(study).figure, "plots/optimization_history.png")
+    if len([t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]) >= 2:
+        try:
+            mlflow.log_figure(plot_param_importances(study).figure, "plots/param_importances.png")
+        except (ValueError, RuntimeError) as error:  # importances need varied params among complete trials
+            mlflow.set_tag("plots.param_importances_skipped", str(error)[:250])
 
 
 def write_study_report(path: Path, study, best, parent_run_id: str) -> None:

@@ -73,6 +73,10 @@ def test_study_trials_are_nested_runs_and_the_best_model_is_kept(stage_repo):
         assert child.data.tags["dvc_params_hash"] == parents[0].data.tags["dvc_params_hash"]
         assert "git_commit" in child.data.tags and "val_pearson" in child.data.metrics
     assert parents[0].data.tags["best_trial"] == str(report["best_trial"])
+    import mlflow
+
+    artifacts = {item.path for item in mlflow.MlflowClient().list_artifacts(parents[0].info.run_id, "plots")}
+    assert artifacts == {"plots/optimization_history.png", "plots/param_importances.png"}
 
     study = optuna.load_study(study_name=report["study_name"], storage=f"sqlite:///{stage_repo / 'studies/optuna.db'}")
     assert pick_best_trial(study.get_trials(), "f1", 0.01).number == report["best_trial"]
