@@ -16,6 +16,7 @@ from typing import Any
 
 from pipeline.config import DataParams, load_params, resolve_path
 from pipeline.errors import DataError, run_stage
+from pipeline.metrics import SIMILAR_AT
 from pipeline.tables import SPLITS, split_path, write_jsonl
 
 RAW_DIR = Path("data/raw")
@@ -23,7 +24,6 @@ KORSTS_TRAIN = "korsts/sts-train.tsv"
 KORSTS_DEV = "korsts/sts-dev.tsv"
 KLUE_STS_DEV = "klue-sts/klue-sts-v1.1_dev.json"
 KORSTS_COLUMNS = ("genre", "score", "sentence1", "sentence2")
-SIMILAR_AT = 3.0  # KLUE's binary label: similar when the 0-5 score is at least 3.0
 
 
 def normalized_record(guid: str, source: str, sentence1: Any, sentence2: Any, score: Any, origin: str) -> dict[str, Any]:

@@ -11,11 +11,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import TrainParams
-from pipeline.metrics import similarity_metrics
+from pipeline.metrics import SIMILAR_AT, similarity_metrics
 from pipeline.models import load_cross_encoder
 from pipeline.scoring import MAX_SCORE, scores_from_logits
-
-SIMILAR_AT = 3.0
 
 
 @dataclass
@@ -26,11 +24,6 @@ class FinetuneResult:
     history: list[dict[str, float]] = field(default_factory=list)
     train_pairs: int = 0
     train_seconds: float = 0.0
-
-    @property
-    def pairs_per_second(self) -> float:
-        epochs = max(1, len(self.history))
-        return self.train_pairs * epochs / self.train_seconds if self.train_seconds else 0.0
 
 
 def _bar_only_progress():

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
+SIMILAR_AT = 3.0  # KLUE's binary label: "similar" when the 0-5 score is at least 3.0
+
 
 def f1_at(gold: np.ndarray, predicted: np.ndarray, threshold: float) -> float:
     """F1 of 'similar' (score >= threshold) as the positive class; 0.0 when nothing is positive."""

@@ -37,11 +37,35 @@ def test_int_is_accepted_where_a_float_is_expected(raw):
         ("evaluate", "threshold", 7.5, "threshold"),
         ("model", "max_length", 2, "max_length"),
         ("train", "max_train_pairs", 0, "max_train_pairs"),
+        ("study", "n_trials", 0, "n_trials"),
+        ("study", "pruner", "random", "not one of"),
+        ("study", "objective", "accuracy", "not one of"),
+        ("study", "storage", 5, "expected str"),
+        ("register", "metric", "mse", "not one of"),
+        ("mlflow", "experiment", None, "expected str"),
     ],
 )
 def test_bad_values_are_rejected_with_the_key_named(raw, section, key, value, message):
     bad = copy.deepcopy(raw)
     bad[section][key] = value
+    with pytest.raises(ConfigError, match=message):
+        parse_params(bad)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("learning_rate", [5e-5, 1e-5], r"\[low, high\]"),
+        ("learning_rate", [0.0, 1e-5], "positive"),
+        ("epochs", [0, 2], "epochs must start at 1"),
+        ("batch_size", [], "batch_size"),
+        ("batch_size", "16", "expected a list"),
+        ("model_name", ["ok", 3], r"model_name\[1\]: expected str"),
+    ],
+)
+def test_bad_search_space_is_rejected(raw, key, value, message):
+    bad = copy.deepcopy(raw)
+    bad["study"]["search"][key] = value
     with pytest.raises(ConfigError, match=message):
         parse_params(bad)
 
