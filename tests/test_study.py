@@ -217,6 +217,7 @@ def test_environment_overrides_the_study_storage(tmp_path, monkeypatch):
 def test_a_train_stage_killed_mid_trial_resumes_and_retries_that_trial(stage_repo):
     """SIGKILL the stage while trial 1 runs; the rerun fails it by heartbeat, retries its params, loses nothing."""
     import signal
+    import sqlite3
     import subprocess
     import sys
     import time
@@ -224,35 +225,46 @@ def test_a_train_stage_killed_mid_trial_resumes_and_retries_that_trial(stage_rep
     import mlflow
 
     set_study(stage_repo, n_trials=3, heartbeat_seconds=1)
+    slower = yaml.safe_load((stage_repo / "params.yaml").read_text(encoding="utf-8"))
+    slower["train"]["epochs"] = 3  # a few seconds per trial, so the kill lands inside trial 1
+    slower["study"]["search"]["epochs"] = [3, 3]
+    (stage_repo / "params.yaml").write_text(yaml.safe_dump(slower, sort_keys=False), encoding="utf-8")
     params = load_params()
     name = f"{params.study.name}-{train.study_config_hash(params)}"
-    storage = f"sqlite:///{stage_repo / 'studies/optuna.db'}"
+    database = stage_repo / "studies/optuna.db"
+    storage = f"sqlite:///{database}"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.train"], cwd=stage_repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, "-m", "pipeline.train"],
+        cwd=stage_repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 240
     running = None
-    while time.monotonic() < deadline and running is None:
-        time.sleep(0.2)
-        try:
-            trials = optuna.load_study(study_name=name, storage=storage).get_trials()
-        except Exception:  # the study is not created yet
+    while time.monotonic() < deadline and running is None and process.poll() is None:
+        time.sleep(0.05)
+        try:  # read the trials table directly: polling through optuna.load_study is too slow to catch a trial
+            with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+                states = connection.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
+        except sqlite3.Error:  # the study is not created yet
             continue
-        states = [trial.state.name for trial in trials]
-        if states[:1] == ["COMPLETE"] and "RUNNING" in states[1:]:
-            running = next(trial for trial in trials if trial.state.name == "RUNNING")
+        if states[:1] == [(0, "COMPLETE")]:
+            running = next((number for number, state in states[1:] if state == "RUNNING"), None)
+    time.sleep(1.0)  # inside the trial, past its parameter draws
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
-    assert running is not None, "trial 1 never started running"
+    assert running is not None, "the stage ended before a trial after trial 0 was seen running"
 
     time.sleep(3.5)  # past the grace period (3 missed heartbeats of 1 s)
     train.main()
     trials = optuna.load_study(study_name=name, storage=storage).get_trials()
-    killed = trials[running.number]
+    killed = trials[running]
     assert killed.state.name == "FAIL"
     retries = [t for t in trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed.number]
-    assert len(retries) == 1 and retries[0].params == killed.params and retries[0].state.name == "COMPLETE"
+    assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
+    assert killed.params and {key: retries[0].params[key] for key in killed.params} == killed.params
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 3
     assert len({t.number for t in trials}) == len(trials)
 
