@@ -1,9 +1,11 @@
-"""Finding and loading encoders and the fine-tuned pair models; the only place that calls from_pretrained."""
+"""Finding, loading and saving encoders and fine-tuned pair models; the only place that calls from_pretrained."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -76,3 +78,28 @@ class ModelSettings:
         if not path.is_file():
             raise ConfigError(f"{folder}: not a fine-tuned pair model (no {SETTINGS_FILE})")
         return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def replace_folder(target: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a staging folder beside target, then swap it in whole: a crash never leaves a half model."""
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    fill(staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+
+
+def save_pair_model(model, tokenizer, settings: ModelSettings, folder: Path) -> None:
+    """save_pretrained (safetensors) + tokenizer + the settings scoring needs."""
+
+    def fill(staging: Path) -> None:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        settings.save(staging)
+
+    replace_folder(folder, fill)
+
+
+def copy_model_folder(source: Path, target: Path) -> None:
+    """Copy a saved model folder into place."""
+    replace_folder(target, lambda staging: shutil.copytree(source, staging))

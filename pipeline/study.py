@@ -16,7 +16,7 @@ from typing import Any
 from pipeline.config import SearchSpace, StudyParams, TrainParams
 from pipeline.errors import PipelineError
 from pipeline.finetune import finetune
-from pipeline.models import ModelSettings
+from pipeline.models import ModelSettings, save_pair_model
 
 STUDY_ROLE_TAG = "korean_sts.role"
 STUDY_NAME_TAG = "optuna.study_name"
@@ -164,8 +164,6 @@ def make_objective(context: StudyContext) -> Callable:
     """The Optuna objective: one nested MLflow run around one finetune; saves the trial's model."""
     import mlflow
     import optuna
-
-    from pipeline.train import save_pair_model
 
     def objective(trial) -> float:
         setup = suggest_trial_setup(trial, context.params.search, context.base_train, context.model_name)
@@ -339,6 +337,7 @@ def trials_table(study) -> list[dict[str, Any]]:
 def log_study_summary(study, best) -> None:
     """On the (active) parent run: best value and params, and Optuna's plots as artifacts."""
     import mlflow
+    import optuna
 
     mlflow.set_tags({"best_trial": str(best.number), "best_run_id": best.user_attrs.get("mlflow_run_id", "")})
     mlflow.log_metric("best_value", best.value)
@@ -351,7 +350,7 @@ def log_study_summary(study, best) -> None:
     from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
     mlflow.log_figure(plot_optimization_history(study).figure, "plots/optimization_history.png")
-    if len([t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]) >= 2:
+    if len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))) >= 2:
         try:
             mlflow.log_figure(plot_param_importances(study).figure, "plots/param_importances.png")
         except (ValueError, RuntimeError) as error:  # importances need varied params among complete trials

@@ -7,13 +7,11 @@ params.yaml's `train` values are the study's first trial (the hand-set baseline)
 from __future__ import annotations
 
 import dataclasses
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.config import Params, load_params
 from pipeline.errors import PipelineError, run_stage
-from pipeline.models import ModelSettings, load_tokenizer, resolve_model_source
+from pipeline.models import ModelSettings, copy_model_folder, load_tokenizer, resolve_model_source
 from pipeline.tables import write_json
 
 CLEAN_DIR = Path("data/clean")
@@ -23,31 +21,6 @@ STUDIES_DIR = Path("studies")
 METRICS = Path("reports/train_metrics.json")
 HISTORY = Path("reports/train_history.json")
 STUDY_REPORT = Path("reports/study.json")
-
-
-def replace_folder(target: Path, fill: Callable[[Path], None]) -> None:
-    """Fill a staging folder beside target, then swap it in whole: a crash never leaves a half model."""
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    fill(staging)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-
-
-def save_pair_model(model, tokenizer, settings: ModelSettings, folder: Path) -> None:
-    """save_pretrained (safetensors) + tokenizer + the settings scoring needs."""
-
-    def fill(staging: Path) -> None:
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-        settings.save(staging)
-
-    replace_folder(folder, fill)
-
-
-def copy_model_folder(source: Path, target: Path) -> None:
-    """Copy a saved model folder into place."""
-    replace_folder(target, lambda staging: shutil.copytree(source, staging))
 
 
 def study_config_hash(params: Params) -> str:

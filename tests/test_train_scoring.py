@@ -7,11 +7,10 @@ from pipeline.config import TrainParams
 from pipeline.download import mirror_splits
 from pipeline.errors import ConfigError
 from pipeline.finetune import finetune, select_train_pairs
-from pipeline.models import ModelSettings, load_tokenizer, resolve_model_source
+from pipeline.models import ModelSettings, load_tokenizer, resolve_model_source, save_pair_model
 from pipeline.preprocess import clean_split
 from pipeline.scoring import PairScorer
 from pipeline.tokenize import encode_pairs
-from pipeline.train import save_pair_model
 
 TINY_TRAIN = TrainParams(
     seed=3,
