@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := true
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test ui bench-train clean
+.PHONY: setup run test ui bench-train compare clean
 
 setup: $(VENV)/.installed
 
@@ -43,3 +43,8 @@ bench-train: setup
 
 clean:
 	rm -rf data models reports
+
+# One row per (model, head) from the registered runs in MLflow: run after `dvc exp run -S model.head=...`.
+compare: setup
+	python -m pipeline.compare
+	dvc plots show reports/compare.csv --template bar_horizontal -x f1 -y head -o reports/compare_plots

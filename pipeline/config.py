@@ -37,10 +37,14 @@ class PreprocessParams:
 
 @dataclasses.dataclass(frozen=True)
 class ModelParams:
-    """The encoder to fine-tune: a hub id, a local folder, or `package:<module>/<folder>`."""
+    """The encoder to fine-tune (a hub id, a local folder, or `package:<module>/<folder>`) and its head."""
 
     name: str
     max_length: int
+    head: Literal["cross", "mlp", "bi"]
+    pooling: Literal["mean", "cls"]  # mlp and bi heads; a sentence-transformers folder keeps its own pooling
+    mlp_hidden: int
+    mlp_dropout: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +59,7 @@ class TrainParams:
     warmup_ratio: float
     max_train_pairs: int | None
     eval_batch_size: int
+    precision: Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 on Ampere+ GPUs, fp16 on older ones, fp32 on CPU
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +183,8 @@ def _check_ranges(params: Params) -> None:
         raise ConfigError("data.validation_fraction must lie strictly between 0 and 1")
     if params.model.max_length < 8:
         raise ConfigError("model.max_length must be at least 8")
+    if params.model.mlp_hidden < 1 or not 0 <= params.model.mlp_dropout < 1:
+        raise ConfigError("model.mlp_hidden must be at least 1 and model.mlp_dropout lie in [0, 1)")
     train = params.train
     for name in ("epochs", "batch_size", "eval_batch_size"):
         if getattr(train, name) < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,20 @@ def main() -> None:
     params = load_params().evaluate
     records = read_jsonl(split_path(CLEAN_DIR, "test"))
     scorer = PairScorer.from_folder(MODEL_DIR)
+    started = time.perf_counter()
     predicted = scorer.score([(r["sentence1"], r["sentence2"]) for r in records], batch_size=params.batch_size)
+    seconds = time.perf_counter() - started
     report = evaluation_report(records, predicted, params.threshold)
+    report["model"] = {
+        "head": scorer.settings.head,
+        "base_model": scorer.settings.base_model,
+        "parameters": sum(parameter.numel() for parameter in scorer.model.parameters()),
+    }
+    report["inference"] = {
+        "pairs_per_second": round(len(records) / seconds, 1),
+        "device": scorer.device,
+        "batch_size": params.batch_size,
+    }
     atomic_write_text(PREDICTIONS, predictions_table(records, predicted, params.threshold).to_csv(index=False))
     write_json(METRICS, report)
     headline = report["test"]

@@ -1,4 +1,9 @@
-"""One fine-tuning run of a cross-encoder regressor with transformers' Trainer (an Optuna trial calls this)."""
+"""One fine-tuning run (an Optuna trial calls this), for each head.
+
+`cross` and `mlp` train on tokenized pairs with transformers' Trainer; `bi` trains on text pairs with
+sentence-transformers' SentenceTransformerTrainer (a Trainer subclass). Both report the same validation
+metrics (loss, pearson, spearman, f1, mse on the 0-5 scale) at every epoch and keep the best epoch.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import TrainParams
-from pipeline.metrics import SIMILAR_AT, similarity_metrics
-from pipeline.models import load_cross_encoder
-from pipeline.scoring import MAX_SCORE, scores_from_logits
+from pipeline.config import ModelParams, TrainParams
+from pipeline.errors import ConfigError
+from pipeline.metrics import MAX_SCORE, SIMILAR_AT, similarity_metrics
+from pipeline.models import load_bi_encoder, load_cross_encoder, load_mlp_model
+from pipeline.scoring import scores_from_logits
 
 
 @dataclass
@@ -68,11 +74,25 @@ def validation_metrics(eval_prediction) -> dict[str, float]:
     return {name: (0.0 if value is None else float(value)) for name, value in metrics.items() if name != "pairs"}
 
 
-def training_arguments(config: TrainParams, checkpoint_dir: str, **overrides: Any):
+def mixed_precision(choice: str, cuda: bool, bf16_supported: bool) -> dict[str, bool]:
+    """train.precision -> Trainer's bf16 / fp16 flags.
+
+    auto: bf16 on GPUs that support it (Ampere or newer), fp16 (with Trainer's gradient scaler) on older
+    GPUs, full precision on CPU. fp16 needs CUDA; bf16 also runs on CPU (autocast), slower on most CPUs.
+    """
+    if choice == "auto":
+        return {"bf16": cuda and bf16_supported, "fp16": cuda and not bf16_supported}
+    if choice == "fp16" and not cuda:
+        raise ConfigError("train.precision fp16 needs a CUDA GPU; use auto, fp32 or bf16")
+    return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
+
+
+def training_arguments(config: TrainParams, checkpoint_dir: str, arguments_class=None, **overrides: Any):
     """TrainingArguments for one run: linear warmup, AdamW, length-grouped batches, best epoch by Pearson."""
     import torch
     from transformers import TrainingArguments
 
+    cuda = torch.cuda.is_available()
     settings: dict[str, Any] = {
         "output_dir": checkpoint_dir,
         "num_train_epochs": config.epochs,
@@ -96,14 +116,61 @@ def training_arguments(config: TrainParams, checkpoint_dir: str, **overrides: An
         "data_seed": config.seed,
         "report_to": "none",
         "disable_tqdm": False,
-        "dataloader_pin_memory": torch.cuda.is_available(),  # pinning only helps host-to-GPU copies
+        "dataloader_pin_memory": cuda,  # pinning only helps host-to-GPU copies
+        **mixed_precision(config.precision, cuda, cuda and torch.cuda.is_bf16_supported()),
     }
     settings.update(overrides)
-    return TrainingArguments(**settings)
+    return (arguments_class or TrainingArguments)(**settings)
+
+
+def pair_trainer(model_source: str, model_params: ModelParams, train_pairs, validation_pairs, tokenizer, args, callbacks):
+    """transformers' Trainer for the `cross` and `mlp` heads, on tokenized pairs."""
+    from transformers import DataCollatorWithPadding, Trainer
+
+    if model_params.head == "mlp":
+        model = load_mlp_model(model_source, model_params.pooling, model_params.mlp_hidden, model_params.mlp_dropout)
+    else:
+        model = load_cross_encoder(model_source)
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_pairs,
+        eval_dataset=validation_pairs,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_loss_func=score_loss,
+        compute_metrics=validation_metrics,
+        callbacks=list(callbacks),
+    )
+
+
+def bi_encoder_trainer(
+    model_source: str, model_params: ModelParams, train_pairs, validation_pairs, config: TrainParams, args, callbacks
+):
+    """sentence-transformers' trainer for the `bi` head, on text pairs (CosineSimilarityLoss on score / 5)."""
+    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
+
+    from pipeline.bi_encoder import PairScoreEvaluator, text_pairs
+
+    model = load_bi_encoder(model_source, model_params.max_length, model_params.pooling)
+    evaluator = PairScoreEvaluator(
+        validation_pairs["sentence1"], validation_pairs["sentence2"], validation_pairs["score"], config.eval_batch_size
+    )
+    return SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=text_pairs(train_pairs),
+        eval_dataset=text_pairs(validation_pairs),
+        loss=CosineSimilarityLoss(model),
+        evaluator=evaluator,
+        callbacks=list(callbacks),
+    )
 
 
 def finetune(
     model_source: str,
+    model_params: ModelParams,
     train_pairs,
     validation_pairs,
     tokenizer,
@@ -112,29 +179,35 @@ def finetune(
     best_metric: str = "pearson",
     quiet: bool = False,
 ):
-    """Fine-tune `model_source` on tokenized pairs; returns (trained model, FinetuneResult).
+    """Fine-tune `model_source` with head `model_params.head`; returns (trained model, FinetuneResult).
 
-    The returned model holds the best epoch's weights by the validation `best_metric`. `quiet` keeps the
-    progress bar but drops the per-epoch metric dicts from the console (a study prints one line per trial).
+    Pairs are tokenized (cross, mlp) or clean text rows with sentence1, sentence2, score (bi). The returned
+    model holds the best epoch's weights by the validation `best_metric`. `quiet` keeps the progress bar
+    but drops the per-epoch metric dicts from the console (a study prints one line per trial).
     """
-    from transformers import DataCollatorWithPadding, Trainer, set_seed
+    from transformers import set_seed
     from transformers.trainer_callback import ProgressCallback
 
-    set_seed(config.seed)  # before loading, so the new regression head starts the same every run
-    model = load_cross_encoder(model_source)
+    set_seed(config.seed)  # before loading, so a new head starts the same every run
     train_pairs = select_train_pairs(train_pairs, config.max_train_pairs, config.seed)
     with tempfile.TemporaryDirectory(prefix="checkpoints-") as checkpoint_dir:
-        trainer = Trainer(
-            model=model,
-            args=training_arguments(config, checkpoint_dir, metric_for_best_model=best_metric),
-            train_dataset=train_pairs,
-            eval_dataset=validation_pairs,
-            data_collator=DataCollatorWithPadding(tokenizer),
-            processing_class=tokenizer,
-            compute_loss_func=score_loss,
-            compute_metrics=validation_metrics,
-            callbacks=list(callbacks),
-        )
+        if model_params.head == "bi":
+            from sentence_transformers import SentenceTransformerTrainingArguments
+
+            from pipeline.bi_encoder import LengthGroupedBatchSampler
+
+            args = training_arguments(
+                config,
+                checkpoint_dir,
+                SentenceTransformerTrainingArguments,
+                metric_for_best_model=best_metric,
+                train_sampling_strategy="random",  # batches come from the length-grouped batch sampler
+                batch_sampler=LengthGroupedBatchSampler,
+            )
+            trainer = bi_encoder_trainer(model_source, model_params, train_pairs, validation_pairs, config, args, callbacks)
+        else:
+            args = training_arguments(config, checkpoint_dir, metric_for_best_model=best_metric)
+            trainer = pair_trainer(model_source, model_params, train_pairs, validation_pairs, tokenizer, args, callbacks)
         if quiet:
             trainer.remove_callback(ProgressCallback)
             trainer.add_callback(_bar_only_progress())

@@ -8,6 +8,7 @@ import numpy as np
 from scipy import stats
 
 SIMILAR_AT = 3.0  # KLUE's binary label: "similar" when the 0-5 score is at least 3.0
+MAX_SCORE = 5.0  # scores run from 0 (unrelated) to 5 (same meaning)
 
 
 def f1_at(gold: np.ndarray, predicted: np.ndarray, threshold: float) -> float:

@@ -10,7 +10,6 @@ from typing import Any
 
 from pipeline.config import load_params
 from pipeline.errors import PipelineError, run_stage
-from pipeline.models import ModelSettings
 from pipeline.tables import write_json
 
 MODEL_DIR = Path("models/model")
@@ -60,20 +59,6 @@ def decide_champion(new_value: float, current_version: str | None, current_value
     )
 
 
-def pip_requirements() -> list[str]:
-    """Pinned requirements of the logged model (mlflow's default list adds torchvision, which we do not use)."""
-    from importlib.metadata import version
-
-    torch_version = version("torch").split("+")[0]
-    return [
-        f"torch=={torch_version}",
-        f"transformers=={version('transformers')}",
-        f"tokenizers=={version('tokenizers')}",
-        f"safetensors=={version('safetensors')}",
-        f"numpy=={version('numpy')}",
-    ]
-
-
 def current_champion(client, model_name: str, alias: str, metric_tag: str) -> tuple[str | None, float | None]:
     """(version, its recorded test metric) of the model version holding the alias, or (None, None)."""
     from mlflow.exceptions import MlflowException
@@ -86,25 +71,22 @@ def current_champion(client, model_name: str, alias: str, metric_tag: str) -> tu
     return str(holder.version), (float(value) if value is not None else None)
 
 
-def log_and_register(scorer, settings: ModelSettings, run_id: str, test_metrics: dict[str, Any], model_name: str):
-    """Log test metrics and the model (transformers flavour) to the best trial's run; register a new version."""
+def log_and_register(
+    scorer, folder: Path, run_id: str, test_metrics: dict[str, Any], model_name: str, parameters: int, pairs_per_second: float
+):
+    """Log test metrics and the model folder (pyfunc) to the best trial's run; register a new version."""
     import mlflow
     import pandas as pd
     from mlflow.models import infer_signature
+
+    from pipeline.registry import log_pair_model
 
     example = pd.DataFrame(EXAMPLE_PAIRS, columns=["sentence1", "sentence2"])
     signature = infer_signature(example, scorer.score(EXAMPLE_PAIRS))
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({f"test_{key}": value for key, value in test_metrics.items() if isinstance(value, int | float)})
-        info = mlflow.transformers.log_model(
-            transformers_model={"model": scorer.model, "tokenizer": scorer.tokenizer},
-            name="model",
-            task="text-classification",
-            pip_requirements=pip_requirements(),
-            signature=signature,
-            input_example=example,
-            metadata={"similarity": asdict(settings)},
-        )
+        mlflow.log_metrics({"parameters": float(parameters), "inference_pairs_per_second": float(pairs_per_second)})
+        info = log_pair_model(folder, signature, example, {"similarity": asdict(scorer.settings)})
     return mlflow.register_model(info.model_uri, model_name)
 
 
@@ -118,12 +100,21 @@ def main() -> None:
     params = load_params()
     mlflow.set_tracking_uri(mlflow_tracking_uri(params.mlflow.tracking_uri, Path.cwd()))
     study = json.loads(STUDY_REPORT.read_text(encoding="utf-8"))
-    test_metrics = json.loads(METRICS.read_text(encoding="utf-8"))["test"]
+    evaluation = json.loads(METRICS.read_text(encoding="utf-8"))
+    test_metrics = evaluation["test"]
     metric = params.register.metric
     if test_metrics.get(metric) is None:
         raise PipelineError(f"{METRICS}: test {metric} is undefined; not registering")
     scorer = PairScorer.from_folder(MODEL_DIR)
-    registered = log_and_register(scorer, scorer.settings, study["best_run_id"], test_metrics, params.register.model_name)
+    registered = log_and_register(
+        scorer,
+        MODEL_DIR,
+        study["best_run_id"],
+        test_metrics,
+        params.register.model_name,
+        evaluation["model"]["parameters"],
+        evaluation["inference"]["pairs_per_second"],
+    )
     version = str(registered.version)  # MLflow 3 returns an int
     client = MlflowClient()
     metric_tag = METRIC_TAG.format(metric=metric)

@@ -7,15 +7,25 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.models import ModelSettings, load_cross_encoder, load_tokenizer
+from pipeline.metrics import MAX_SCORE
+from pipeline.models import ModelSettings, load_bi_encoder, load_cross_encoder, load_tokenizer
 from pipeline.text import normalize_text
-
-MAX_SCORE = 5.0
 
 
 def scores_from_logits(logits: np.ndarray) -> np.ndarray:
     """The model's one logit -> a 0-5 score: sigmoid, scaled (training fits sigmoid(logit) to score / 5)."""
     return MAX_SCORE / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+
+
+def scores_from_cosine(cosine: np.ndarray) -> np.ndarray:
+    """Cosine similarity -> a 0-5 score (training fits the cosine to score / 5; negatives mean unrelated)."""
+    return MAX_SCORE * np.clip(np.asarray(cosine, dtype=np.float64), 0.0, 1.0)
+
+
+def pairwise_cosine(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of two embedding matrices."""
+    norms = np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1)
+    return np.sum(first * second, axis=1) / np.maximum(norms, 1e-12)
 
 
 def pick_device(preferred: str | None = None) -> str:
@@ -28,7 +38,11 @@ def pick_device(preferred: str | None = None) -> str:
 
 
 class PairScorer:
-    """A loaded pair model: normalizes text as in training, batches by length, returns scores in [0, 5]."""
+    """A loaded pair model: normalizes text as in training, batches by length, returns scores in [0, 5].
+
+    `cross` and `mlp` models score a pair in one forward pass (5 x sigmoid of the logit); a `bi` model
+    embeds each sentence and scores 5 x cosine. The head is read from the model's similarity.json.
+    """
 
     def __init__(self, model, tokenizer, settings: ModelSettings, device: str = "cpu") -> None:
         self.model = model.to(device).eval()
@@ -38,29 +52,35 @@ class PairScorer:
 
     @classmethod
     def from_folder(cls, folder: str | Path, device: str | None = None) -> PairScorer:
-        """Load a model folder written by the train stage."""
+        """Load a model folder written by the train stage (any head)."""
         settings = ModelSettings.load(folder)
+        if settings.head == "bi":
+            model = load_bi_encoder(str(folder))
+            return cls(model, model.tokenizer, settings, pick_device(device))
         return cls(load_cross_encoder(str(folder)), load_tokenizer(str(folder)), settings, pick_device(device))
 
     @classmethod
     def from_registry(cls, model_uri: str, device: str | None = None) -> PairScorer:
-        """Load a model logged by the register stage, e.g. `models:/korean-sts-similarity@champion`."""
-        import mlflow
+        """Load a registered model, e.g. `models:/korean-sts-similarity@champion` (downloads its folder)."""
+        import tempfile
 
-        info = mlflow.models.get_model_info(model_uri)
-        settings = ModelSettings(**(info.metadata or {}).get("similarity", {}))
-        components = mlflow.transformers.load_model(model_uri, return_type="components")
-        return cls(components["model"], components["tokenizer"], settings, pick_device(device))
+        from pipeline.registry import download_pair_model
+
+        return cls.from_folder(download_pair_model(model_uri, Path(tempfile.mkdtemp(prefix="pair-model-"))), device)
 
     def _forward(self, first: list[str], second: list[str]) -> np.ndarray:
         import torch
 
+        if self.settings.head == "bi":
+            with torch.inference_mode():
+                embedded = self.model.encode(first + second, batch_size=2 * len(first), convert_to_numpy=True)
+            return scores_from_cosine(pairwise_cosine(embedded[: len(first)], embedded[len(first) :]))
         encoded = self.tokenizer(
             first, second, truncation=True, max_length=self.tokenizer.model_max_length, padding=True, return_tensors="pt"
         ).to(self.device)
         with torch.inference_mode():
             logits = self.model(**encoded).logits
-        return logits[:, 0].float().cpu().numpy()
+        return scores_from_logits(logits[:, 0].float().cpu().numpy())
 
     def score(self, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> np.ndarray:
         """Scores for pairs in input order; batches hold pairs of similar length to keep padding low."""
@@ -68,8 +88,8 @@ class PairScorer:
         first = [normalize_text(a, hangul_only) for a, _ in pairs]
         second = [normalize_text(b, hangul_only) for _, b in pairs]
         order = np.argsort([len(a) + len(b) for a, b in zip(first, second, strict=True)], kind="stable")
-        scores = np.empty(len(pairs), dtype=np.float64)  # logits until the last line
+        scores = np.empty(len(pairs), dtype=np.float64)
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             scores[batch] = self._forward([first[i] for i in batch], [second[i] for i in batch])
-        return scores_from_logits(scores)
+        return scores

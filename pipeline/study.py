@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import SearchSpace, StudyParams, TrainParams
+from pipeline.config import ModelParams, SearchSpace, StudyParams, TrainParams
 from pipeline.errors import PipelineError
 from pipeline.finetune import finetune
 from pipeline.models import ModelSettings, save_pair_model
@@ -151,7 +151,7 @@ class StudyContext:
 
     params: StudyParams
     base_train: TrainParams
-    model_name: str
+    model: ModelParams  # model.name is the default encoder; study.search.model_name may vary it per trial
     pairs_for_model: Callable[[str], tuple[Any, Any, Any]]  # model name -> (train pairs, validation pairs, tokenizer)
     settings_for_model: Callable[[str], ModelSettings]
     resolve: Callable[[str], str]
@@ -166,7 +166,7 @@ def make_objective(context: StudyContext) -> Callable:
     import optuna
 
     def objective(trial) -> float:
-        setup = suggest_trial_setup(trial, context.params.search, context.base_train, context.model_name)
+        setup = suggest_trial_setup(trial, context.params.search, context.base_train, context.model.name)
         run = mlflow.start_run(
             run_name=f"trial-{trial.number}",
             nested=True,
@@ -176,10 +176,18 @@ def make_objective(context: StudyContext) -> Callable:
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
         status = "FAILED"
         try:
-            mlflow.log_params({**trial.params, "model_name": setup.model_name, "max_train_pairs": setup.train.max_train_pairs})
+            mlflow.log_params(
+                {
+                    **trial.params,
+                    "model_name": setup.model_name,
+                    "head": context.model.head,
+                    "max_train_pairs": setup.train.max_train_pairs,
+                }
+            )
             train_pairs, validation_pairs, tokenizer = context.pairs_for_model(setup.model_name)
             model, result = finetune(
                 context.resolve(setup.model_name),
+                context.model,
                 train_pairs,
                 validation_pairs,
                 tokenizer,
@@ -193,9 +201,10 @@ def make_objective(context: StudyContext) -> Callable:
             trial.set_user_attr("train_seconds", round(result.train_seconds, 1))
             trial.set_user_attr("history", result.history)
             mlflow.log_metrics({f"best_val_{key}": value for key, value in validation.items()})
+            mlflow.log_metric("train_seconds", result.train_seconds)
             save_pair_model(
                 model,
-                tokenizer,
+                None if context.model.head == "bi" else tokenizer,  # a bi-encoder saves its own
                 context.settings_for_model(setup.model_name),
                 context.trials_dir / f"{TRIAL_DIR_PREFIX}{trial.number}",
             )
@@ -278,6 +287,11 @@ def trial_state_counts(study) -> dict[str, int]:
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
     return counts
+
+
+def study_train_seconds(study) -> float:
+    """Training time summed over the trials that recorded it (complete ones)."""
+    return round(sum(trial.user_attrs.get("train_seconds", 0.0) for trial in study.get_trials(deepcopy=False)), 1)
 
 
 def close_orphaned_runs(study) -> list[str]:

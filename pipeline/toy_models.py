@@ -1,8 +1,9 @@
 """Tiny encoders built locally with save_pretrained: for tests, benchmarks and offline smoke runs.
 
-The tokenizer is a WordPiece vocabulary trained on the given Korean sentences (no lower-casing and no
-accent stripping, which would split Hangul syllables into jamo), loaded back through BertTokenizer(vocab=...) so
-[CLS]/[SEP] and token_type_ids survive a save and reload.
+BERT: a WordPiece vocabulary trained on the given Korean sentences (no lower-casing and no accent
+stripping, which would split Hangul syllables into jamo), loaded back through BertTokenizer(vocab=...) so
+[CLS]/[SEP] and token_type_ids survive a save and reload. RoBERTa: a byte-level BPE vocabulary through
+RobertaTokenizer(vocab=..., merges=...): <s> A </s></s> B </s>, no token_type_ids.
 """
 
 from __future__ import annotations
@@ -24,6 +25,56 @@ def train_wordpiece_tokenizer(sentences: Iterable[str], vocab_size: int, folder:
     tokenizer = BertTokenizer(vocab=str(folder / "vocab.txt"), do_lower_case=False, strip_accents=False)
     tokenizer.save_pretrained(str(folder))
     return tokenizer
+
+
+def train_bpe_tokenizer(sentences: Iterable[str], vocab_size: int, folder: str | Path):
+    """Train a byte-level BPE vocabulary on sentences; returns a RobertaTokenizer saved in folder."""
+    import json
+
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    trainer = ByteLevelBPETokenizer()
+    special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    trainer.train_from_iterator(
+        list(sentences), vocab_size=vocab_size, min_frequency=1, special_tokens=special, show_progress=False
+    )
+    trainer.save_model(str(folder))
+    vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+    merges = [
+        tuple(line.split()) for line in (folder / "merges.txt").read_text(encoding="utf-8").splitlines()[1:] if line.strip()
+    ]
+    tokenizer = RobertaTokenizer(vocab=vocab, merges=merges)
+    tokenizer.save_pretrained(str(folder))
+    return tokenizer
+
+
+def build_tiny_roberta(
+    folder: str | Path, sentences: Iterable[str], vocab_size: int = 1000, hidden_size: int = 32, layers: int = 2, seed: int = 0
+) -> Path:
+    """A randomly initialised RoBERTa encoder plus its BPE tokenizer, saved as safetensors in folder."""
+    import torch
+    from transformers import RobertaConfig, RobertaModel
+
+    folder = Path(folder)
+    tokenizer = train_bpe_tokenizer(sentences, vocab_size, folder)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=hidden_size * 4,
+        max_position_embeddings=514,  # RoBERTa positions start after the padding index
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        type_vocab_size=1,
+    )
+    torch.manual_seed(seed)
+    RobertaModel(config).save_pretrained(str(folder), safe_serialization=True)
+    return folder
 
 
 def build_tiny_bert(

@@ -12,7 +12,7 @@ from pathlib import Path
 from pipeline.config import Params, load_params
 from pipeline.errors import PipelineError, run_stage
 from pipeline.models import ModelSettings, copy_model_folder, load_tokenizer, resolve_model_source
-from pipeline.tables import write_json
+from pipeline.tables import split_path, write_json
 
 CLEAN_DIR = Path("data/clean")
 TOKENIZED_DIR = Path("data/tokenized")
@@ -39,13 +39,21 @@ def study_config_hash(params: Params) -> str:
 
 
 class PairsByModel:
-    """Tokenized pairs per model name: the tokenize stage's output for model.name, encoded here for others."""
+    """Training pairs per model name: (train, validation, tokenizer).
+
+    cross and mlp heads: tokenized pairs, the tokenize stage's output for model.name, encoded here for
+    other names. bi head: the clean text rows (sentence-transformers tokenizes each sentence itself).
+    """
 
     def __init__(self, params: Params) -> None:
         import datasets
 
         self.params = params
-        self.cache = {params.model.name: self._from_tokenize_stage(datasets)}
+        self.cache = {}
+        if params.model.head == "bi":
+            self.text = tuple(datasets.Dataset.from_json(str(split_path(CLEAN_DIR, split))) for split in ("train", "validation"))
+        else:
+            self.cache[params.model.name] = self._from_tokenize_stage(datasets)
 
     @staticmethod
     def _from_tokenize_stage(datasets):
@@ -53,10 +61,11 @@ class PairsByModel:
         return pairs["train"], pairs["validation"], load_tokenizer(str(TOKENIZED_DIR / "tokenizer"))
 
     def __call__(self, model_name: str):
+        if self.params.model.head == "bi":
+            return (*self.text, None)
         if model_name not in self.cache:
             import datasets
 
-            from pipeline.tables import split_path
             from pipeline.tokenize import encode_pairs
 
             tokenizer = load_tokenizer(resolve_model_source(model_name))
@@ -94,9 +103,11 @@ def main() -> None:
     context = studies.StudyContext(
         params=params.study,
         base_train=params.train,
-        model_name=params.model.name,
+        model=params.model,
         pairs_for_model=PairsByModel(params),
-        settings_for_model=lambda name: ModelSettings(head="cross", base_model=name, hangul_only=params.preprocess.hangul_only),
+        settings_for_model=lambda name: ModelSettings(
+            head=params.model.head, base_model=name, hangul_only=params.preprocess.hangul_only
+        ),
         resolve=resolve_model_source,
         trials_dir=trials_dir,
         run_tags=tags,
@@ -132,7 +143,15 @@ def main() -> None:
     copy_model_folder(best_folder, MODEL_DIR)
     counts = studies.trial_state_counts(study)
     write_json(HISTORY, best.user_attrs.get("history", []))
-    write_json(METRICS, {"validation": best.user_attrs["validation"], "best_trial": best.number, "trials": counts})
+    write_json(
+        METRICS,
+        {
+            "validation": best.user_attrs["validation"],
+            "best_trial": best.number,
+            "trials": counts,
+            "train_seconds": {"best_trial": best.user_attrs.get("train_seconds"), "study": studies.study_train_seconds(study)},
+        },
+    )
     studies.write_study_report(STUDY_REPORT, study, best, context.parent_run_id)
     print(f"train: best trial {best.number} {best.params}: validation {best.user_attrs['validation']} -> {MODEL_DIR}")
 

@@ -92,6 +92,14 @@ def tiny_bert(mirror, tmp_path_factory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), mirror_sentences(mirror), vocab_size=800)
 
 
+@pytest.fixture(scope="session")
+def tiny_roberta(mirror, tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide RoBERTa with a byte-level BPE vocabulary trained on mirror sentences."""
+    from pipeline.toy_models import build_tiny_roberta
+
+    return build_tiny_roberta(tmp_path_factory.mktemp("tiny-roberta"), mirror_sentences(mirror), vocab_size=800)
+
+
 @pytest.fixture()
 def repo_copy(tmp_path) -> Path:
     """The pipeline's files in a fresh git repository: what a user's clone holds."""

@@ -8,7 +8,7 @@ import optuna
 import pytest
 import yaml
 
-from pipeline import download, evaluate, preprocess, register, tokenize, train
+from pipeline import compare, download, evaluate, preprocess, register, tokenize, train
 from pipeline.config import load_params
 from pipeline.errors import PipelineError
 from pipeline.register import decide_champion
@@ -177,6 +177,13 @@ def test_register_sets_the_champion_alias_and_loads_it_back(stage_repo):
     records = [json.loads(line) for line in (stage_repo / "data/clean/test.jsonl").read_text(encoding="utf-8").splitlines()]
     pairs = [(r["sentence1"], r["sentence2"]) for r in records]
     np.testing.assert_allclose(champion.score(pairs), local.score(pairs), atol=1e-5)
+    # the registry's own serving interface scores pairs too: pyfunc over a sentence1/sentence2 frame
+    import pandas as pd
+
+    pyfunc = mlflow.pyfunc.load_model("models:/korean-sts-similarity@champion")
+    frame = pd.DataFrame(pairs[:8], columns=["sentence1", "sentence2"])
+    np.testing.assert_allclose(np.asarray(pyfunc.predict(frame)), local.score(pairs[:8]), atol=1e-5)
+    assert pyfunc.metadata.metadata["similarity"]["head"] == local.settings.head
     best_run = client.get_run(first["run_id"])
     assert "test_f1" in best_run.data.metrics and best_run.data.tags["registered_version"] == "1"
 
@@ -185,6 +192,13 @@ def test_register_sets_the_champion_alias_and_loads_it_back(stage_repo):
     assert second["version"] == "2" and second["champion_version"] == "1" and not second["decision"]["promote"]
     assert str(client.get_model_version_by_alias("korean-sts-similarity", "champion").version) == "1"
     assert "does not beat" in client.get_model_version("korean-sts-similarity", "2").tags["champion.decision"]
+
+    compare.main()  # one (model, head) registered twice: one row, the latest run's
+    report = (stage_repo / "reports/compare.md").read_text(encoding="utf-8")
+    evaluation = json.loads((stage_repo / "reports/metrics.json").read_text(encoding="utf-8"))
+    rows = [line for line in report.splitlines() if line.startswith(f"| {evaluation['model']['base_model']} |")]
+    assert len(rows) == 1 and f"| {evaluation['model']['head']} | {evaluation['test']['f1']:.4f} |" in rows[0]
+    assert "klue/bert-base" in report  # listed as needing hub weights
 
 
 @pytest.mark.parametrize(

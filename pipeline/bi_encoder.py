@@ -1,0 +1,78 @@
+"""The `bi` head: a sentence-transformers bi-encoder trained with CosineSimilarityLoss on score / 5.
+
+Each sentence is embedded alone (mean pooling); the pair's score is 5 x cosine, clipped to [0, 5].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+from sentence_transformers.base.sampler import DefaultBatchSampler
+from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+
+from pipeline.metrics import MAX_SCORE, SIMILAR_AT, similarity_metrics
+from pipeline.scoring import pairwise_cosine, scores_from_cosine
+
+TEXT_COLUMNS = ["sentence1", "sentence2"]
+
+
+def text_pairs(dataset):
+    """Clean split rows -> (sentence1, sentence2, label = score / 5), the columns the trainer and loss read."""
+    pairs = dataset.select_columns([*TEXT_COLUMNS, "score"])
+    return pairs.map(lambda row: {"label": row["score"] / MAX_SCORE}, remove_columns=["score"])
+
+
+class LengthGroupedBatchSampler(DefaultBatchSampler):
+    """Batches of pairs of similar character length, in random order (transformers' length grouping).
+
+    sentence-transformers' default sampler pads every batch to its longest pair; on MiniLM's jamo-heavy
+    tokens that doubled the cost per pair (stack facts: 7 -> 14 pairs/s with grouping).
+    """
+
+    def __init__(self, dataset, batch_size: int, drop_last: bool, valid_label_columns=None, generator=None, seed: int = 0):
+        super().__init__(dataset, batch_size, drop_last, valid_label_columns, generator, seed)
+        self.lengths = [len(a) + len(b) for a, b in zip(dataset["sentence1"], dataset["sentence2"], strict=True)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        import torch
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        indices = get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)
+        for start in range(0, len(indices), self.batch_size):
+            batch = indices[start : start + self.batch_size]
+            if len(batch) == self.batch_size or not self.drop_last:
+                yield batch
+
+    def __len__(self) -> int:
+        rounding = math.floor if self.drop_last else math.ceil
+        return rounding(len(self.lengths) / self.batch_size)
+
+
+class PairScoreEvaluator(EmbeddingSimilarityEvaluator):
+    """sentence-transformers' EmbeddingSimilarityEvaluator plus our metrics on the 0-5 scale.
+
+    Adds pearson, spearman, f1 (at 3.0) and mse of 5 x cosine, the numbers every head reports, from the
+    embeddings the library evaluator computes (no second pass).
+    """
+
+    def __init__(self, sentences1: list[str], sentences2: list[str], scores: list[float], batch_size: int) -> None:
+        super().__init__(sentences1, sentences2, [score / MAX_SCORE for score in scores], batch_size=batch_size, write_csv=False)
+        self.gold = np.asarray(scores, dtype=np.float64)
+        self._embedded: list[np.ndarray] = []
+
+    def embed_inputs(self, model, sentences, **kwargs) -> np.ndarray:
+        embeddings = super().embed_inputs(model, sentences, **kwargs)
+        self._embedded.append(embeddings)
+        return embeddings
+
+    def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+        self._embedded = []
+        metrics = super().__call__(model, output_path, epoch, steps)
+        first, second = self._embedded
+        ours = similarity_metrics(self.gold, scores_from_cosine(pairwise_cosine(first, second)), SIMILAR_AT)
+        metrics.update({name: (0.0 if value is None else float(value)) for name, value in ours.items() if name != "pairs"})
+        self.primary_metric = "pearson"
+        return metrics
