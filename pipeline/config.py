@@ -45,6 +45,7 @@ class ModelParams:
     pooling: Literal["mean", "cls"]  # mlp and bi heads; a sentence-transformers folder keeps its own pooling
     mlp_hidden: int
     mlp_dropout: float
+    lowercase: bool | None  # null: the tokenizer's own setting; false for KR-BERT (lower-casing splits Hangul into jamo)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +60,7 @@ class TrainParams:
     warmup_ratio: float
     max_train_pairs: int | None
     eval_batch_size: int
+    torch_compile: bool  # torch.compile the model (GPU runners; minutes of compile time, faster steps after)
     precision: Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 on Ampere+ GPUs, fp16 on older ones, fp32 on CPU
 
 

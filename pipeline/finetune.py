@@ -93,6 +93,9 @@ def training_arguments(config: TrainParams, checkpoint_dir: str, arguments_class
     from transformers import TrainingArguments
 
     cuda = torch.cuda.is_available()
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls on Ampere+: fp32 accuracy for training, faster
+        torch.backends.cudnn.allow_tf32 = True
     settings: dict[str, Any] = {
         "output_dir": checkpoint_dir,
         "num_train_epochs": config.epochs,
@@ -117,6 +120,7 @@ def training_arguments(config: TrainParams, checkpoint_dir: str, arguments_class
         "report_to": "none",
         "disable_tqdm": False,
         "dataloader_pin_memory": cuda,  # pinning only helps host-to-GPU copies
+        "torch_compile": config.torch_compile,
         **mixed_precision(config.precision, cuda, cuda and torch.cuda.is_bf16_supported()),
     }
     settings.update(overrides)
@@ -153,7 +157,7 @@ def bi_encoder_trainer(
 
     from pipeline.bi_encoder import PairScoreEvaluator, text_pairs
 
-    model = load_bi_encoder(model_source, model_params.max_length, model_params.pooling)
+    model = load_bi_encoder(model_source, model_params.max_length, model_params.pooling, model_params.lowercase)
     evaluator = PairScoreEvaluator(
         validation_pairs["sentence1"], validation_pairs["sentence2"], validation_pairs["score"], config.eval_batch_size
     )

@@ -39,12 +39,17 @@ def resolve_model_source(name: str) -> str:
     return name
 
 
-def load_tokenizer(source: str):
-    """The encoder's own tokenizer (never remote code)."""
+def tokenizer_overrides(lowercase: bool | None) -> dict[str, bool]:
+    """model.lowercase -> tokenizer kwargs. Lower-casing also strips accents, which decomposes Hangul into jamo."""
+    return {} if lowercase is None else {"do_lower_case": lowercase}
+
+
+def load_tokenizer(source: str, lowercase: bool | None = None):
+    """The encoder's own tokenizer (never remote code); lowercase overrides its lower-casing when not None."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=False, **tokenizer_overrides(lowercase))
     except OSError as error:
         raise ConfigError(f"cannot load a tokenizer from {source!r}: {error}") from error
 
@@ -79,7 +84,7 @@ def load_mlp_model(source: str, pooling: str, mlp_hidden: int, mlp_dropout: floa
         raise ConfigError(f"cannot load safetensors weights from {source!r}: {error}") from error
 
 
-def load_bi_encoder(source: str, max_length: int | None = None, pooling: str = "mean"):
+def load_bi_encoder(source: str, max_length: int | None = None, pooling: str = "mean", lowercase: bool | None = None):
     """A sentence-transformers bi-encoder: a saved one as is, or a plain encoder plus a pooling layer."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
@@ -90,7 +95,12 @@ def load_bi_encoder(source: str, max_length: int | None = None, pooling: str = "
                 source, local_files_only=True, trust_remote_code=False, model_kwargs={"use_safetensors": True}
             )
         else:
-            encoder = Transformer(source, model_kwargs={"use_safetensors": True}, max_seq_length=max_length)
+            encoder = Transformer(
+                source,
+                model_kwargs={"use_safetensors": True},
+                processor_kwargs=tokenizer_overrides(lowercase),
+                max_seq_length=max_length,
+            )
             model = SentenceTransformer(modules=[encoder, Pooling(encoder.get_embedding_dimension(), pooling)])
     except OSError as error:
         raise ConfigError(f"cannot load a bi-encoder from {source!r}: {error}") from error

@@ -33,7 +33,7 @@ def main() -> None:
     import datasets
 
     params = load_params().model
-    tokenizer = load_tokenizer(resolve_model_source(params.name))
+    tokenizer = load_tokenizer(resolve_model_source(params.name), params.lowercase)
     tokenizer.model_max_length = params.max_length  # scoring reads it back from the saved tokenizer
     raw = datasets.DatasetDict({split: datasets.Dataset.from_json(str(split_path(CLEAN_DIR, split))) for split in SPLITS})
     encoded = datasets.DatasetDict({split: encode_pairs(raw[split], tokenizer, params.max_length) for split in SPLITS})
@@ -42,7 +42,20 @@ def main() -> None:
     for split in SPLITS:
         lengths = sorted(encoded[split]["length"])
         truncated = sum(length >= params.max_length for length in lengths)
-        print(f"tokenize: {split}: {len(lengths)} pairs, median {lengths[len(lengths) // 2]} tokens, {truncated} at max_length")
+        unknown = unknown_share(encoded[split], tokenizer.unk_token_id)
+        print(
+            f"tokenize: {split}: {len(lengths)} pairs, median {lengths[len(lengths) // 2]} tokens, "
+            f"{truncated} at max_length, {unknown:.1%} of tokens unknown"
+        )
+
+
+def unknown_share(encoded, unk_token_id: int | None) -> float:
+    """Share of [UNK] tokens: a high value means the vocabulary (or its lower-casing) does not fit Korean."""
+    total = unknown = 0
+    for ids in encoded["input_ids"]:
+        total += len(ids)
+        unknown += sum(token == unk_token_id for token in ids)
+    return unknown / total if total else 0.0
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ class PairsByModel:
 
             from pipeline.tokenize import encode_pairs
 
-            tokenizer = load_tokenizer(resolve_model_source(model_name))
+            tokenizer = load_tokenizer(resolve_model_source(model_name), self.params.model.lowercase)
             tokenizer.model_max_length = self.params.model.max_length
             encoded = [
                 encode_pairs(

@@ -23,13 +23,14 @@ TINY_TRAIN = TrainParams(
     warmup_ratio=0.1,
     max_train_pairs=128,
     eval_batch_size=32,
+    torch_compile=False,
     precision="auto",
 )
 HEADS = ("cross", "mlp", "bi")
 
 
 def model_params(head: str) -> ModelParams:
-    return ModelParams(name="tiny", max_length=64, head=head, pooling="mean", mlp_hidden=16, mlp_dropout=0.1)
+    return ModelParams(name="tiny", max_length=64, head=head, pooling="mean", mlp_hidden=16, mlp_dropout=0.1, lowercase=None)
 
 
 def test_tiny_tokenizer_keeps_special_tokens_and_segments(tiny_bert):
@@ -163,6 +164,23 @@ def test_mixed_precision_choice_per_device():
     assert mixed_precision("bf16", cuda=False, bf16_supported=False) == {"bf16": True, "fp16": False}
     with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
         mixed_precision("fp16", cuda=False, bf16_supported=False)
+
+
+def test_lowercase_override_keeps_hangul_syllables(tiny_bert, tmp_path):
+    """KR-BERT's hub tokenizer lower-cases, which strips accents and so splits Hangul into jamo."""
+    import json
+    import shutil
+
+    folder = tmp_path / "lowercasing"
+    shutil.copytree(tiny_bert, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config.update(do_lower_case=True)
+    config.pop("strip_accents", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    sentence = "한 남자가 플루트를 연주하고 있다."
+    assert load_tokenizer(str(folder)).tokenize(sentence).count("[UNK]") >= 4
+    assert load_tokenizer(str(folder), lowercase=False).tokenize(sentence) == load_tokenizer(str(tiny_bert)).tokenize(sentence)
+    assert "[UNK]" not in load_tokenizer(str(folder), lowercase=False).tokenize(sentence)
 
 
 def test_bad_model_names_and_folders_are_clear_errors(tmp_path):
