@@ -83,6 +83,7 @@ class StudyParams:
     name: str
     storage: str | None  # SQLAlchemy URL; null: sqlite file studies/optuna.db; env OPTUNA_STORAGE wins
     n_trials: int
+    workers: int  # local worker processes sharing the storage (more can join from other hosts)
     timeout_seconds: int | None
     seed: int
     pruner: Literal["median", "hyperband", "none"]
@@ -212,8 +213,8 @@ def _check_range(values: list, name: str, positive: bool = False) -> None:
 
 
 def _check_study(study: StudyParams) -> None:
-    if study.n_trials < 1:
-        raise ConfigError("study.n_trials must be at least 1")
+    if study.n_trials < 1 or study.workers < 1:
+        raise ConfigError("study.n_trials and study.workers must be at least 1")
     if study.timeout_seconds is not None and study.timeout_seconds < 1:
         raise ConfigError("study.timeout_seconds must be null or at least 1")
     if study.heartbeat_seconds < 1 or study.max_retries < 0 or study.f1_tolerance < 0:

@@ -7,7 +7,9 @@ finished trial, and retries a trial whose worker died (heartbeat + RetryHeartbea
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,8 @@ STUDY_ROLE_TAG = "korean_sts.role"
 STUDY_NAME_TAG = "optuna.study_name"
 STATE_TAG = "optuna.state"
 TRIAL_DIR_PREFIX = "trial-"
+WORKER_SEED_STRIDE = 7919
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,7 @@ def make_pruner(name: str):
     return optuna.pruners.NopPruner()
 
 
-def open_study(params: StudyParams, name: str, storage_url: str):
+def open_study(params: StudyParams, name: str, storage_url: str, worker_index: int = 0):
     """Create or load the study in persistent storage, with heartbeats so a dead worker's trial is retried."""
     import optuna
 
@@ -110,8 +114,11 @@ def open_study(params: StudyParams, name: str, storage_url: str):
     except Exception as error:  # SQLAlchemy and drivers raise many kinds; all mean the storage is unusable
         raise PipelineError(f"cannot open Optuna study {name!r} at {storage_url}: {error}") from error
     # A resumed study with the same sampler seed would replay the draws of its first run (seen: trial 3
-    # repeated trial 1). Offsetting the seed by the stored trial count keeps runs reproducible and new.
-    study.sampler = optuna.samplers.TPESampler(seed=params.seed + len(study.get_trials(deepcopy=False)))
+    # repeated trial 1), and two workers with one seed would draw the same params. Offsetting the seed by
+    # the stored trial count and the worker index keeps runs reproducible and new; constant_liar keeps
+    # parallel workers from sampling next to each other's running trials.
+    seed = params.seed + len(study.get_trials(deepcopy=False)) + WORKER_SEED_STRIDE * worker_index
+    study.sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     return study
 
 
@@ -171,9 +178,10 @@ def make_objective(context: StudyContext) -> Callable:
             run_name=f"trial-{trial.number}",
             nested=True,
             parent_run_id=context.parent_run_id,
-            tags={**context.run_tags, "optuna.trial_number": str(trial.number), STATE_TAG: "RUNNING"},
+            tags={**context.run_tags, "optuna.trial_number": str(trial.number), STATE_TAG: "RUNNING", "worker": WORKER_ID},
         )
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
+        trial.set_user_attr("worker", WORKER_ID)
         status = "FAILED"
         try:
             mlflow.log_params(
@@ -228,13 +236,21 @@ def make_objective(context: StudyContext) -> Callable:
 
 
 def keep_only_best_model(trials_dir: Path, objective: str, f1_tolerance: float) -> Callable:
-    """A study callback: after each trial, delete saved models of trials that are no longer the best."""
+    """A study callback: after each trial, delete saved models of finished trials that are not the best.
+
+    Models of trials still running (in parallel workers) are left alone: they may become the best.
+    """
 
     def callback(study, _trial) -> None:
-        best = pick_best_trial(study.get_trials(deepcopy=False), objective, f1_tolerance)
-        keep = f"{TRIAL_DIR_PREFIX}{best.number}" if best is not None else None
+        trials = study.get_trials(deepcopy=False)
+        best = pick_best_trial(trials, objective, f1_tolerance)
+        finished = {
+            f"{TRIAL_DIR_PREFIX}{trial.number}"
+            for trial in trials
+            if trial.state.is_finished() and (best is None or trial.number != best.number)
+        }
         for folder in trials_dir.glob(f"{TRIAL_DIR_PREFIX}*"):
-            if folder.name != keep and not folder.name.endswith(".partial"):
+            if folder.name in finished:
                 shutil.rmtree(folder, ignore_errors=True)
 
     return callback
@@ -280,6 +296,36 @@ def study_callbacks(params: StudyParams, trials_dir: Path) -> list[Callable]:
         retry_failed_trials(params.max_retries),
         stop_after(params.n_trials, max_failures=(params.max_retries + 1) * params.n_trials),
     ]
+
+
+def worker_share(missing: int, workers: int, worker_index: int) -> int:
+    """Worker worker_index's part of `missing` trials split over `workers`: together exactly `missing`."""
+    return missing // workers + (1 if worker_index < missing % workers else 0)
+
+
+def run_trials(study, context: StudyContext, n_trials: int | None) -> None:
+    """Run up to n_trials trials in this process (None: until the study has params.n_trials finished)."""
+    study.optimize(
+        make_objective(context),
+        n_trials=n_trials,
+        timeout=context.params.timeout_seconds,
+        catch=(RuntimeError, ValueError),
+        callbacks=study_callbacks(context.params, context.trials_dir),
+    )
+
+
+def retry_trials_of_dead_workers(study, heartbeat_seconds: int) -> None:
+    """After every local worker has exited, trials still RUNNING belong to dead workers: fail and retry them.
+
+    Waits out the heartbeat grace period first, so Optuna's own stale-trial check takes them.
+    """
+    import time
+
+    import optuna
+
+    if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        time.sleep(heartbeat_seconds * 3 + 1)
+        optuna.storages.fail_stale_trials(study)
 
 
 def trial_state_counts(study) -> dict[str, int]:

@@ -7,7 +7,10 @@ params.yaml's `train` values are the study's first trial (the hand-set baseline)
 from __future__ import annotations
 
 import dataclasses
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import Params, load_params
 from pipeline.errors import PipelineError, run_stage
@@ -31,7 +34,9 @@ def study_config_hash(params: Params) -> str:
         "model": dataclasses.asdict(params.model),
         "train": dataclasses.asdict(params.train),
         "study": {
-            k: v for k, v in dataclasses.asdict(params.study).items() if k not in ("n_trials", "timeout_seconds", "storage")
+            k: v
+            for k, v in dataclasses.asdict(params.study).items()
+            if k not in ("n_trials", "timeout_seconds", "storage", "workers")
         },
         "hangul_only": params.preprocess.hangul_only,
     }
@@ -80,26 +85,29 @@ class PairsByModel:
         return self.cache[model_name]
 
 
-def main() -> None:
+@dataclasses.dataclass
+class OpenedStudy:
+    """The study, the trial context and the MLflow experiment, as every worker sees them."""
+
+    study: Any
+    context: Any
+    experiment_id: str
+    tags: dict[str, str]
+
+
+def open_opened_study(params: Params, root: Path, worker_index: int = 0) -> OpenedStudy:
+    """Connect to the MLflow experiment and the Optuna study (created on first use) with this worker's sampler."""
     import mlflow
-    import optuna
 
     from pipeline import study as studies
     from pipeline.tracking import ensure_experiment, git_commit, mlflow_tracking_uri, optuna_storage_url
 
-    params = load_params()
-    root = Path.cwd()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     config_hash = study_config_hash(params)
     study_name = f"{params.study.name}-{config_hash}"
     mlflow.set_tracking_uri(mlflow_tracking_uri(params.mlflow.tracking_uri, root))
     experiment_id = ensure_experiment(params.mlflow.experiment, root)
-    study = studies.open_study(params.study, study_name, optuna_storage_url(params.study.storage, root))
-    if not study.get_trials(deepcopy=False):
-        study.enqueue_trial(studies.baseline_trial_params(params.train, params.study.search, params.model.name))
-    parent_run_id = studies.find_parent_run(experiment_id, study_name)
+    study = studies.open_study(params.study, study_name, optuna_storage_url(params.study.storage, root), worker_index)
     tags = {studies.STUDY_NAME_TAG: study_name, "git_commit": git_commit(root), "dvc_params_hash": config_hash}
-    trials_dir = STUDIES_DIR / study_name
     context = studies.StudyContext(
         params=params.study,
         base_train=params.train,
@@ -109,46 +117,110 @@ def main() -> None:
             head=params.model.head, base_model=name, hangul_only=params.preprocess.hangul_only
         ),
         resolve=resolve_model_source,
-        trials_dir=trials_dir,
+        trials_dir=STUDIES_DIR / study_name,
         run_tags=tags,
         parent_run_id="",
     )
+    return OpenedStudy(study, context, experiment_id, tags)
+
+
+def start_workers(missing: int, workers: int, parent_run_id: str) -> list:
+    """Extra local worker processes 1..workers-1 on the same storage, each with its share of `missing` trials."""
+    import subprocess
+    import sys
+
+    from pipeline.study import worker_share
+
+    command = [sys.executable, "-m", "pipeline.train", "--parent-run-id", parent_run_id]
+    return [
+        subprocess.Popen(
+            [*command, "--worker", str(index), "--trials", str(worker_share(missing, workers, index))], cwd=Path.cwd()
+        )
+        for index in range(1, workers)
+    ]
+
+
+def run_worker(params: Params, worker_index: int, parent_run_id: str | None, n_trials: int | None) -> None:
+    """One extra worker: runs its share of the study's trials under the study's parent run, then exits.
+
+    Workers on other hosts run the same command with OPTUNA_STORAGE and MLFLOW_TRACKING_URI pointing at the
+    shared stores (and the repository's studies/ folder on a shared path); the parent run is found by tag
+    when not given.
+    """
+    from pipeline import study as studies
+
+    opened = open_opened_study(params, Path.cwd(), worker_index)
+    parent_run_id = parent_run_id or studies.find_parent_run(opened.experiment_id, opened.study.study_name)
+    if not parent_run_id:
+        raise PipelineError(f"study {opened.study.study_name}: no parent run yet; start the train stage first")
+    opened.context.parent_run_id = parent_run_id
+    if studies.finished_trial_count(opened.study) < params.study.n_trials:
+        studies.run_trials(opened.study, opened.context, n_trials)
+
+
+def main(argv: Sequence[str] = ()) -> None:
+    import argparse
+
+    import mlflow
+    import optuna
+
+    from pipeline import study as studies
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__)
+    parser.add_argument("--worker", type=int, metavar="INDEX", help="run as extra worker INDEX (1..): trials only")
+    parser.add_argument("--parent-run-id", help="the study's MLflow parent run (found by tag when omitted)")
+    parser.add_argument("--trials", type=int, help="worker: trials to run (default: until the study has study.n_trials)")
+    args = parser.parse_args(list(argv))
+    params = load_params()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.worker is not None:
+        run_worker(params, args.worker, args.parent_run_id, args.trials)
+        return
+    opened = open_opened_study(params, Path.cwd())
+    study, context = opened.study, opened.context
+    if not study.get_trials(deepcopy=False):
+        study.enqueue_trial(studies.baseline_trial_params(params.train, params.study.search, params.model.name))
+    parent_run_id = studies.find_parent_run(opened.experiment_id, study.study_name)
     with mlflow.start_run(
         run_id=parent_run_id,
-        experiment_id=experiment_id,
-        run_name=study_name,
-        tags=None if parent_run_id else {**tags, studies.STUDY_ROLE_TAG: "study"},
+        experiment_id=opened.experiment_id,
+        run_name=study.study_name,
+        tags=None if parent_run_id else {**opened.tags, studies.STUDY_ROLE_TAG: "study"},
     ) as parent:
         context.parent_run_id = parent.info.run_id
         finished = studies.finished_trial_count(study)
         print(
-            f"train: study {study_name}: {finished} of {params.study.n_trials} trials finished; MLflow run {parent.info.run_id}"
+            f"train: study {study.study_name}: {finished} of {params.study.n_trials} trials finished; "
+            f"MLflow run {parent.info.run_id}; {params.study.workers} worker(s)"
         )
-        if finished < params.study.n_trials:
-            study.optimize(
-                studies.make_objective(context),
-                timeout=params.study.timeout_seconds,
-                catch=(RuntimeError, ValueError),
-                callbacks=studies.study_callbacks(params.study, trials_dir),
-            )
+        missing = params.study.n_trials - finished
+        if missing > 0:
+            worker_count = min(params.study.workers, missing)
+            workers = start_workers(missing, worker_count, context.parent_run_id)
+            studies.run_trials(study, context, studies.worker_share(missing, worker_count, 0))
+            exit_codes = [worker.wait() for worker in workers]
+            if any(exit_codes):
+                print(f"train: worker exit codes {exit_codes}; this process finishes the study")
+            studies.retry_trials_of_dead_workers(study, params.study.heartbeat_seconds)
+            if studies.finished_trial_count(study) < params.study.n_trials:  # a worker died or trials failed
+                studies.run_trials(study, context, None)
         for run_id in studies.close_orphaned_runs(study):
             print(f"train: closed MLflow run {run_id} of a trial whose process died (retried with the same params)")
         best = studies.pick_best_trial(study.get_trials(), params.study.objective, params.study.f1_tolerance)
         if best is None:
-            raise PipelineError(f"study {study_name}: no trial completed (see the failed runs in MLflow)")
+            raise PipelineError(f"study {study.study_name}: no trial completed (see the failed runs in MLflow)")
         studies.log_study_summary(study, best)
-    best_folder = trials_dir / f"{studies.TRIAL_DIR_PREFIX}{best.number}"
+    best_folder = context.trials_dir / f"{studies.TRIAL_DIR_PREFIX}{best.number}"
     if not (best_folder / "model.safetensors").is_file():
-        raise PipelineError(f"study {study_name}: best trial {best.number} has no saved model at {best_folder}")
+        raise PipelineError(f"study {study.study_name}: best trial {best.number} has no saved model at {best_folder}")
     copy_model_folder(best_folder, MODEL_DIR)
-    counts = studies.trial_state_counts(study)
     write_json(HISTORY, best.user_attrs.get("history", []))
     write_json(
         METRICS,
         {
             "validation": best.user_attrs["validation"],
             "best_trial": best.number,
-            "trials": counts,
+            "trials": studies.trial_state_counts(study),
             "train_seconds": {"best_trial": best.user_attrs.get("train_seconds"), "study": studies.study_train_seconds(study)},
         },
     )
@@ -157,4 +229,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(lambda: main(sys.argv[1:]))

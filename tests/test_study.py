@@ -287,3 +287,90 @@ def test_a_train_stage_killed_mid_trial_resumes_and_retries_that_trial(stage_rep
     assert killed_run.info.status == "FAILED" and killed_run.data.tags["optuna.state"] == "FAIL"
     parents, children = runs_of(stage_repo)
     assert len(parents) == 1 and len(children) == len(trials)
+
+
+def trials_by_worker(study) -> dict[str, list[int]]:
+    workers: dict[str, list[int]] = {}
+    for trial in study.get_trials():
+        workers.setdefault(trial.user_attrs.get("worker", "?"), []).append(trial.number)
+    return workers
+
+
+def test_two_workers_share_one_study_and_one_parent_run(stage_repo, monkeypatch):
+    """study.workers: 2 -> the stage runs a second process on the same SQLite storage; N trials, N runs, one parent."""
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the extra worker is `python -m pipeline.train --worker 1`
+    set_study(stage_repo, n_trials=4, workers=2)
+    train.main()
+    report = json.loads((stage_repo / "reports/study.json").read_text(encoding="utf-8"))
+    assert [trial["number"] for trial in report["trials"]] == [0, 1, 2, 3]
+    assert all(trial["state"] == "COMPLETE" for trial in report["trials"])
+    assert len({json.dumps(trial["params"], sort_keys=True) for trial in report["trials"]}) == 4
+    study = optuna.load_study(study_name=report["study_name"], storage=f"sqlite:///{stage_repo / 'studies/optuna.db'}")
+    assert len(trials_by_worker(study)) == 2, trials_by_worker(study)  # both processes ran trials
+    parents, children = runs_of(stage_repo)
+    assert len(parents) == 1 and len(children) == 4
+    assert {child.data.tags["mlflow.parentRunId"] for child in children} == {parents[0].info.run_id}
+    assert {child.data.tags["worker"] for child in children} == set(trials_by_worker(study))
+    assert all(child.info.status == "FINISHED" for child in children)
+    kept = sorted(path.name for path in (stage_repo / "studies" / report["study_name"]).iterdir())
+    assert kept == [f"trial-{report['best_trial']}"]
+
+
+def test_a_worker_killed_mid_trial_is_picked_up_by_the_other(stage_repo):
+    """SIGKILL the extra worker inside its trial: the stage's own process fails it by heartbeat and retries it."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    import mlflow
+
+    set_study(stage_repo, n_trials=3, workers=2, heartbeat_seconds=1)
+    slower = yaml.safe_load((stage_repo / "params.yaml").read_text(encoding="utf-8"))
+    slower["train"]["epochs"] = 3  # a few seconds per trial, so the kill lands inside one
+    slower["study"]["search"]["epochs"] = [3, 3]
+    (stage_repo / "params.yaml").write_text(yaml.safe_dump(slower, sort_keys=False), encoding="utf-8")
+    database = stage_repo / "studies/optuna.db"
+    stage = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.train"],
+        cwd=stage_repo,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    victim = None
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and victim is None and stage.poll() is None:
+        time.sleep(0.05)
+        try:
+            with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+                rows = connection.execute(
+                    "SELECT t.number, a.value_json FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+                    "WHERE t.state = 'RUNNING' AND a.key = 'worker'"
+                ).fetchall()
+        except sqlite3.Error:
+            continue
+        for number, worker in rows:
+            pid = int(json.loads(worker).rsplit(":", 1)[1])
+            if pid != stage.pid:
+                victim = (number, pid)
+    assert victim is not None, "no trial of the extra worker was seen running"
+    time.sleep(1.0)  # inside the trial
+    os.kill(victim[1], signal.SIGKILL)
+    assert stage.wait(timeout=300) == 0
+
+    params = load_params()
+    name = f"{params.study.name}-{train.study_config_hash(params)}"
+    trials = optuna.load_study(study_name=name, storage=f"sqlite:///{database}").get_trials()
+    killed = trials[victim[0]]
+    assert killed.state.name == "FAIL"
+    retries = [t for t in trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed.number]
+    assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
+    assert retries[0].user_attrs["worker"] != killed.user_attrs["worker"]  # another worker picked it up
+    assert {key: retries[0].params[key] for key in killed.params} == killed.params
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 3 and len({t.number for t in trials}) == len(trials)
+    mlflow.set_tracking_uri(f"sqlite:///{stage_repo / 'mlflow.db'}")
+    assert mlflow.MlflowClient().get_run(killed.user_attrs["mlflow_run_id"]).info.status == "FAILED"
+    parents, children = runs_of(stage_repo)
+    assert len(parents) == 1 and len(children) == len(trials)
