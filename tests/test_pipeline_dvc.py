@@ -92,6 +92,19 @@ def test_repro_runs_every_stage_then_is_a_noop_then_reruns_only_what_changed(tin
     shown = dvc(tiny_repo, "metrics", "show", "--json")
     assert shown.returncode == 0 and '"f1"' in shown.stdout
 
+    # the default remote `storage` (a local path beside the repository): push, lose everything, pull it back
+    pushed = dvc(tiny_repo, "push")
+    assert pushed.returncode == 0, pushed.stderr
+    assert any((tiny_repo.parent / "dvc-storage").rglob("*"))
+    model_bytes = (tiny_repo / "models/model/model.safetensors").read_bytes()
+    for lost in ("models", "data", "reports", ".dvc/cache"):
+        shutil.rmtree(tiny_repo / lost)
+    pulled = dvc(tiny_repo, "pull")
+    assert pulled.returncode == 0, pulled.stderr
+    assert (tiny_repo / "models/model/model.safetensors").read_bytes() == model_bytes
+    status = dvc(tiny_repo, "status")
+    assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
+
 
 def test_bad_source_file_fails_the_stage_clearly_and_writes_nothing(tiny_repo, small_mirror):
     (small_mirror / "klue-sts/klue-sts-v1.1_dev.json").write_text('[{"guid": "x", ', encoding="utf-8")
