@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := true
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test ui bench-train compare clean
+.PHONY: setup run test ui bench-train compare tracking-server worker clean
 
 setup: $(VENV)/.installed
 
@@ -48,3 +48,32 @@ clean:
 compare: setup
 	python -m pipeline.compare
 	dvc plots show reports/compare.csv --template bar_horizontal -x f1 -y head -o reports/compare_plots
+
+# --- Serving (BentoML; README: Serving) ---------------------------------------------------------------
+BENTOML_HOME ?= $(CURDIR)/bentoml_home
+.PHONY: package serve bench-serve
+
+# The registry's champion into the BentoML store under $(BENTOML_HOME), then `bentoml build` (DVC stage package).
+package: setup
+	dvc repro package
+
+# The packaged champion on http://127.0.0.1:$(PORT) (default 3000): Swagger UI at /, the demo page at /demo/.
+serve: setup
+	BENTOML_HOME=$(BENTOML_HOME) bentoml serve service:KoreanSimilarity --host 127.0.0.1 --port $(or $(PORT),3000)
+
+# Load test over loopback: the service with and without batching vs a plain FastAPI app (bench/results/serve_load.json).
+bench-serve: setup
+	python bench/serve_load.py $(BENCH_ARGS)
+
+# Scale-out (README: GPU runners and scale-out). A shared tracking server: MLFLOW_BACKEND is any SQLAlchemy
+# URL (postgresql://user:pass@db/mlflow on a cluster), ARTIFACTS a shared path or s3://bucket/prefix.
+MLFLOW_BACKEND ?= sqlite:///$(CURDIR)/mlflow.db
+ARTIFACTS ?= $(CURDIR)/mlartifacts
+tracking-server: setup
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server --backend-store-uri "$(MLFLOW_BACKEND)" \
+		--artifacts-destination "$(ARTIFACTS)" --host $(or $(HOST),127.0.0.1) --port $(or $(PORT),5000)
+
+# One more trial worker for the running study (on this or another host): set OPTUNA_STORAGE and
+# MLFLOW_TRACKING_URI to the shared stores; WORKER numbers it (seeds its sampler), default 1.
+worker: setup
+	python -m pipeline.train --worker $(or $(WORKER),1)

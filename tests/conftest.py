@@ -112,3 +112,41 @@ def repo_copy(tmp_path) -> Path:
         else:
             shutil.copy2(source, target / name)
     return target
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL server from Debian's packages on 127.0.0.1 (as the postgres user; CI runs as root)."""
+    import subprocess
+
+    binaries = Path("/usr/lib/postgresql")
+    versions = sorted(binaries.glob("*/bin/pg_ctl")) if binaries.is_dir() else []
+    if not versions:
+        pytest.skip("PostgreSQL server binaries are not installed (Debian package postgresql)")
+    if os.geteuid() != 0:
+        pytest.skip("starting a throwaway PostgreSQL needs root (to run it as the postgres user)")
+    bin_dir = versions[-1].parent
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="pytest-postgres-"))  # not under pytest's 0700 tree: postgres must enter it
+    shutil.chown(folder, "postgres")
+    data, port = folder / "data", free_port()
+
+    def as_postgres(*command: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *command], check=True, capture_output=True, timeout=120)
+
+    as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
+    options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder}"
+    as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l", str(folder / "log"), "start")
+    try:
+        as_postgres(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "studies")
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/studies"
+    finally:
+        as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop")
+        shutil.rmtree(folder, ignore_errors=True)

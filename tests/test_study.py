@@ -296,16 +296,21 @@ def trials_by_worker(study) -> dict[str, list[int]]:
     return workers
 
 
-def test_two_workers_share_one_study_and_one_parent_run(stage_repo, monkeypatch):
-    """study.workers: 2 -> the stage runs a second process on the same SQLite storage; N trials, N runs, one parent."""
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_workers_share_one_study_and_one_parent_run(stage_repo, monkeypatch, request, backend):
+    """study.workers: 2 -> the stage runs a second process on the same storage; N trials, N runs, one parent."""
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # the extra worker is `python -m pipeline.train --worker 1`
+    storage = f"sqlite:///{stage_repo / 'studies/optuna.db'}"
+    if backend == "postgresql":
+        storage = request.getfixturevalue("postgres_url")
+        monkeypatch.setenv("OPTUNA_STORAGE", storage)  # as on a cluster: the workers find the storage in the environment
     set_study(stage_repo, n_trials=4, workers=2)
     train.main()
     report = json.loads((stage_repo / "reports/study.json").read_text(encoding="utf-8"))
     assert [trial["number"] for trial in report["trials"]] == [0, 1, 2, 3]
     assert all(trial["state"] == "COMPLETE" for trial in report["trials"])
     assert len({json.dumps(trial["params"], sort_keys=True) for trial in report["trials"]}) == 4
-    study = optuna.load_study(study_name=report["study_name"], storage=f"sqlite:///{stage_repo / 'studies/optuna.db'}")
+    study = optuna.load_study(study_name=report["study_name"], storage=storage)
     assert len(trials_by_worker(study)) == 2, trials_by_worker(study)  # both processes ran trials
     parents, children = runs_of(stage_repo)
     assert len(parents) == 1 and len(children) == 4
