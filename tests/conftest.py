@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import shutil
 import socket
 from pathlib import Path
 
 import pytest
+
+from pipeline.toy_models import write_small_mirror
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR = (REPO / ".." / "shared" / "data").resolve()
@@ -56,18 +57,6 @@ def mirror() -> Path:
     if not (MIRROR / "korsts" / "sts-train.tsv").is_file():
         pytest.fail(f"the offline data mirror is missing at {MIRROR} (see README: Data)")
     return MIRROR
-
-
-def write_small_mirror(source: Path, target: Path, train_rows: int = 160, dev_rows: int = 60, test_rows: int = 60) -> Path:
-    """The mirror's layout with the first rows of each file: the same parsers, seconds instead of minutes."""
-    for name, rows in (("korsts/sts-train.tsv", train_rows), ("korsts/sts-dev.tsv", dev_rows)):
-        lines = (source / name).read_text(encoding="utf-8").splitlines(keepends=True)
-        (target / name).parent.mkdir(parents=True, exist_ok=True)
-        (target / name).write_text("".join(lines[: rows + 1]), encoding="utf-8")
-    klue = json.loads((source / "klue-sts/klue-sts-v1.1_dev.json").read_text(encoding="utf-8"))
-    (target / "klue-sts").mkdir(parents=True, exist_ok=True)
-    (target / "klue-sts/klue-sts-v1.1_dev.json").write_text(json.dumps(klue[:test_rows], ensure_ascii=False), encoding="utf-8")
-    return target
 
 
 @pytest.fixture()

@@ -71,7 +71,7 @@ def test_select_train_pairs_is_a_seeded_subset():
 
 @pytest.fixture(scope="module")
 def small_splits(mirror, tmp_path_factory):
-    from tests.conftest import write_small_mirror
+    from pipeline.toy_models import write_small_mirror
 
     small = write_small_mirror(mirror, tmp_path_factory.mktemp("mirror"), train_rows=200, dev_rows=64, test_rows=48)
     return {name: clean_split(rows, hangul_only=False)[0] for name, rows in mirror_splits(small).items()}
