@@ -124,17 +124,29 @@ def open_opened_study(params: Params, root: Path, worker_index: int = 0) -> Open
     return OpenedStudy(study, context, experiment_id, tags)
 
 
+def worker_environment(index: int, gpu_count: int, environ: dict[str, str]) -> dict[str, str]:
+    """Worker index's environment: on a multi-GPU runner its own GPU (index mod count), unless the user pinned them."""
+    if gpu_count > 1 and "CUDA_VISIBLE_DEVICES" not in environ:
+        return {**environ, "CUDA_VISIBLE_DEVICES": str(index % gpu_count)}
+    return dict(environ)
+
+
 def start_workers(missing: int, workers: int, parent_run_id: str) -> list:
     """Extra local worker processes 1..workers-1 on the same storage, each with its share of `missing` trials."""
+    import os
     import subprocess
-    import sys
+
+    import torch
 
     from pipeline.study import worker_share
 
+    gpus = torch.cuda.device_count()
     command = [sys.executable, "-m", "pipeline.train", "--parent-run-id", parent_run_id]
     return [
         subprocess.Popen(
-            [*command, "--worker", str(index), "--trials", str(worker_share(missing, workers, index))], cwd=Path.cwd()
+            [*command, "--worker", str(index), "--trials", str(worker_share(missing, workers, index))],
+            cwd=Path.cwd(),
+            env=worker_environment(index, gpus, dict(os.environ)),
         )
         for index in range(1, workers)
     ]

@@ -379,3 +379,19 @@ def test_a_worker_killed_mid_trial_is_picked_up_by_the_other(stage_repo):
     assert mlflow.MlflowClient().get_run(killed.user_attrs["mlflow_run_id"]).info.status == "FAILED"
     parents, children = runs_of(stage_repo)
     assert len(parents) == 1 and len(children) == len(trials)
+
+
+def test_each_local_worker_gets_its_own_gpu_on_a_multi_gpu_runner():
+    assert train.worker_environment(1, 4, {"A": "1"}) == {"A": "1", "CUDA_VISIBLE_DEVICES": "1"}
+    assert train.worker_environment(5, 4, {})["CUDA_VISIBLE_DEVICES"] == "1"
+    assert "CUDA_VISIBLE_DEVICES" not in train.worker_environment(1, 1, {})  # one GPU (or none): shared
+    assert train.worker_environment(1, 4, {"CUDA_VISIBLE_DEVICES": "2,3"})["CUDA_VISIBLE_DEVICES"] == "2,3"  # user's choice
+
+
+def test_worker_shares_add_up_to_the_missing_trials():
+    from pipeline.study import worker_share
+
+    for missing in range(0, 9):
+        for workers in range(1, 5):
+            shares = [worker_share(missing, workers, index) for index in range(workers)]
+            assert sum(shares) == missing and max(shares) - min(shares) <= 1
