@@ -47,7 +47,7 @@ clean:
 # One row per (model, head) from the registered runs in MLflow: run after `dvc exp run -S model.head=...`.
 compare: setup
 	python -m pipeline.compare
-	dvc plots show reports/compare.csv --template bar_horizontal -x f1 -y head -o reports/compare_plots
+	dvc plots show reports/compare.csv --template bar_horizontal -x f1 -y label -o reports/compare_plots
 
 # --- Serving (BentoML; README: Serving) ---------------------------------------------------------------
 BENTOML_HOME ?= $(CURDIR)/bentoml_home

@@ -112,8 +112,9 @@ def main() -> None:
     if not rows:
         raise PipelineError("no registered runs yet: run `dvc repro` or `dvc exp run` first")
     atomic_write_text(REPORT, report_text(rows, params.mlflow.experiment))
-    columns = list(asdict(rows[0]))
-    csv_lines = [",".join(columns)] + [",".join(str(asdict(row)[name]) for name in columns) for row in rows]
+    columns = ["label", *asdict(rows[0])]
+    records = [{"label": f"{Path(row.model).name}/{row.head}", **asdict(row)} for row in rows]
+    csv_lines = [",".join(columns)] + [",".join(str(record[name]) for name in columns) for record in records]
     atomic_write_text(TABLE, "\n".join(csv_lines) + "\n")
     print(report_text(rows, params.mlflow.experiment))
 
