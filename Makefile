@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := true
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test ui bench-train compare tracking-server worker clean
+.PHONY: setup system-packages run test ui bench-train compare tracking-server worker clean
 
 setup: $(VENV)/.installed
 
@@ -29,9 +29,17 @@ run: setup
 	dvc metrics show
 	@echo "metrics: $(CURDIR)/reports/metrics.json  predictions: $(CURDIR)/reports/predictions.csv"
 
-test: setup
+test: setup system-packages
 	ruff check .
 	pytest
+
+# The demo-page test drives headless Chromium (Debian packages); installed here when missing and root.
+system-packages:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get install -y -q chromium chromium-driver || { apt-get update -q && apt-get install -y -q chromium chromium-driver; }; \
+		else echo "install the Debian packages chromium and chromium-driver (the demo-page test needs them)" >&2; exit 1; fi; \
+	fi
 
 # The MLflow UI over the pipeline's store: the study is a parent run with its trials nested under it.
 ui: setup

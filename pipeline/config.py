@@ -11,6 +11,7 @@ from typing import Any, Literal
 import yaml
 
 from pipeline.errors import ConfigError
+from pipeline.serving import ServeSettings, check_settings
 
 PARAMS_FILE = "params.yaml"
 
@@ -131,6 +132,7 @@ class Params:
     mlflow: MlflowParams
     evaluate: EvaluateParams
     register: RegisterParams
+    serve: ServeSettings
 
 
 def _check_value(value: Any, annotation: Any, where: str) -> Any:
@@ -203,6 +205,7 @@ def _check_ranges(params: Params) -> None:
         raise ConfigError("evaluate.threshold must lie in [0, 5]")
     if params.evaluate.batch_size < 1:
         raise ConfigError("evaluate.batch_size must be at least 1")
+    check_settings(params.serve)
 
 
 def _check_range(values: list, name: str, positive: bool = False) -> None:

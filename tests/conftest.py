@@ -94,7 +94,7 @@ def repo_copy(tmp_path) -> Path:
     """The pipeline's files in a fresh git repository: what a user's clone holds."""
     target = tmp_path / "repo"
     target.mkdir()
-    for name in ("pipeline", ".dvc", "dvc.yaml", "params.yaml", ".gitignore", "pyproject.toml"):
+    for name in ("pipeline", ".dvc", "dvc.yaml", "params.yaml", ".gitignore", "pyproject.toml", "service.py", "bentofile.yaml"):
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))

@@ -53,7 +53,7 @@ def tiny_repo(repo_copy, small_mirror, tiny_bert):
     return repo_copy
 
 
-STAGES = ("download", "preprocess", "tokenize", "train", "evaluate", "register")
+STAGES = ("download", "preprocess", "tokenize", "train", "evaluate", "register", "package")
 DEFAULT_SEARCH = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))["study"]["search"]
 
 
@@ -72,6 +72,9 @@ def test_repro_runs_every_stage_then_is_a_noop_then_reruns_only_what_changed(tin
     predictions = (tiny_repo / "reports/predictions.csv").read_text(encoding="utf-8").splitlines()
     assert len(predictions) == 61 and predictions[0].startswith("guid,source,sentence1,sentence2,score,predicted")
     assert (tiny_repo / "models/model/model.safetensors").is_file()
+    package = json.loads((tiny_repo / "reports/package.json").read_text(encoding="utf-8"))
+    assert package["registry_version"] == "1" and package["bento"].startswith("korean_sts:")
+    assert (tiny_repo / "bentoml_home/bentos/korean_sts").is_dir()
     preprocess = json.loads((tiny_repo / "reports/preprocess.json").read_text(encoding="utf-8"))
     assert preprocess["test"]["rows_out"] == 60
     lock = (tiny_repo / "dvc.lock").read_text(encoding="utf-8")
@@ -84,7 +87,8 @@ def test_repro_runs_every_stage_then_is_a_noop_then_reruns_only_what_changed(tin
     set_params(tiny_repo, evaluate={"threshold": 3.5})  # an evaluate param: nothing upstream of evaluate reruns
     third = dvc(tiny_repo, "repro")
     assert third.returncode == 0, third.stderr
-    assert [stage for stage in STAGES if f"Running stage '{stage}'" in third.stdout] == ["evaluate", "register"]
+    # register logs a new version (the champion stays), so package rebuilds the Bento around the same model
+    assert [stage for stage in STAGES if f"Running stage '{stage}'" in third.stdout] == ["evaluate", "register", "package"]
     assert json.loads((tiny_repo / "reports/metrics.json").read_text(encoding="utf-8"))["threshold"] == 3.5
     register = json.loads((tiny_repo / "reports/register.json").read_text(encoding="utf-8"))
     assert register["version"] == "2" and register["champion_uri"] == "models:/korean-sts-similarity@champion"
@@ -97,7 +101,7 @@ def test_repro_runs_every_stage_then_is_a_noop_then_reruns_only_what_changed(tin
     assert pushed.returncode == 0, pushed.stderr
     assert any((tiny_repo.parent / "dvc-storage").rglob("*"))
     model_bytes = (tiny_repo / "models/model/model.safetensors").read_bytes()
-    for lost in ("models", "data", "reports", ".dvc/cache"):
+    for lost in ("models", "data", "reports", ".dvc/cache"):  # (the BentoML store is outside DVC, like mlflow.db)
         shutil.rmtree(tiny_repo / lost)
     pulled = dvc(tiny_repo, "pull")
     assert pulled.returncode == 0, pulled.stderr

@@ -1,0 +1,154 @@
+"""Stage package: the champion model from the MLflow registry into the BentoML model store, then a Bento.
+
+1. Download `models:/<register.model_name>@<register.alias>` as a pair-model folder (pipeline.registry).
+2. Import it as BentoML model `serve.model_name` (the folder is copied under `pair_model/`; labels name the
+   registry version), so the service needs no MLflow at run time. Re-importing the same champion with the
+   same files reuses the stored model instead of adding a copy.
+3. Build the Bento described by bentofile.yaml (service.py + pipeline code + the model; pinned requirements,
+   no lock step, so it builds offline) and write reports/package.json.
+
+The BentoML store is BENTOML_HOME, `<repo>/bentoml_home` unless set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import PARAMS_FILE, load_params
+from pipeline.errors import PipelineError, run_stage
+from pipeline.models import ModelSettings
+from pipeline.serving import load_serve_settings
+from pipeline.tables import write_json
+
+REGISTER_REPORT = Path("reports/register.json")
+PACKAGE_REPORT = Path("reports/package.json")
+BENTOFILE = Path("bentofile.yaml")
+BENTOML_HOME_DIR = "bentoml_home"
+PAIR_FOLDER = "pair_model"  # service.py loads <model path>/pair_model
+CONTENT_LABEL = "content_sha256"
+
+
+def use_bentoml_home(root: Path) -> Path:
+    """BENTOML_HOME if set, else <root>/bentoml_home; exported so that BentoML (imported later) uses it."""
+    home = Path(os.environ.get("BENTOML_HOME") or root / BENTOML_HOME_DIR).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["BENTOML_HOME"] = str(home)
+    return home
+
+
+def folder_digest(folder: Path) -> str:
+    """SHA-256 over the relative paths and bytes of every file in folder (sorted): equal folders, equal digests."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def find_stored_model(name: str, labels: dict[str, str]) -> str | None:
+    """The tag of a stored model `name` whose labels include all of labels, newest first; None if none."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        candidates = bentoml.models.list(name)
+    except NotFound:
+        return None
+    for model in sorted(candidates, key=lambda m: m.info.creation_time, reverse=True):
+        if all(model.info.labels.get(key) == value for key, value in labels.items()):
+            return str(model.tag)
+    return None
+
+
+def import_pair_model(
+    folder: str | Path, name: str, labels: dict[str, str] | None = None, metadata: dict[str, Any] | None = None
+) -> str:
+    """Import a saved pair-model folder into the BentoML model store as `name`; returns the model tag.
+
+    The folder must hold a pair model (similarity.json). Its files go to `<model path>/pair_model`; its
+    settings go to the model's metadata; its content digest to a label, so that importing identical files
+    with identical labels again returns the stored tag instead of a new version.
+    """
+    import bentoml
+
+    folder = Path(folder)
+    settings = ModelSettings.load(folder)  # a clear error when the folder is not a pair model
+    all_labels = {**(labels or {}), CONTENT_LABEL: folder_digest(folder)}
+    existing = find_stored_model(name, all_labels)
+    if existing is not None:
+        return existing
+    with bentoml.models.create(name, labels=all_labels, metadata={**(metadata or {}), "similarity": asdict(settings)}) as model:
+        shutil.copytree(folder, model.path_of(PAIR_FOLDER))
+    return str(model.tag)
+
+
+def build_bento(bentofile: str | Path, build_ctx: str | Path, model_tag: str, labels: dict[str, str] | None = None) -> str:
+    """`bentoml build --arg model_tag=MODEL_TAG` of bentofile in build_ctx; returns the Bento tag.
+
+    The argument pins the exact model in the Bento (service.py reads it), whatever `latest` is later.
+    """
+    import bentoml
+
+    bento = bentoml.bentos.build_bentofile(
+        str(bentofile), build_ctx=str(build_ctx), labels=labels or {}, args={"model_tag": model_tag}
+    )
+    return str(bento.tag)
+
+
+def champion_from_report(path: Path = REGISTER_REPORT) -> dict[str, str]:
+    """Model name, champion version and URI from the register stage's report."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise PipelineError(f"{path}: not found (run the register stage first)") from error
+    if not report.get("champion_version"):
+        raise PipelineError(f"{path}: no champion version recorded")
+    return {
+        "registry_model": str(report["model_name"]),
+        "registry_version": str(report["champion_version"]),
+        "alias": str(report["alias"]),
+        "model_uri": str(report["champion_uri"]),
+    }
+
+
+def main() -> None:
+    import mlflow
+
+    from pipeline.registry import download_pair_model
+    from pipeline.tracking import mlflow_tracking_uri
+
+    root = Path.cwd()
+    params = load_params()
+    settings = load_serve_settings(PARAMS_FILE)
+    home = use_bentoml_home(root)
+    champion = champion_from_report()
+    mlflow.set_tracking_uri(mlflow_tracking_uri(params.mlflow.tracking_uri, root))
+    labels = {key: champion[key] for key in ("registry_model", "registry_version", "alias")}
+    with tempfile.TemporaryDirectory(prefix="champion-") as staging:
+        folder = download_pair_model(champion["model_uri"], Path(staging) / "model")
+        model_tag = import_pair_model(folder, settings.model_name.split(":")[0], labels, {"model_uri": champion["model_uri"]})
+    bento_tag = build_bento(BENTOFILE, root, model_tag, {"model": model_tag, "registry_version": champion["registry_version"]})
+    write_json(
+        PACKAGE_REPORT,
+        {
+            "bento": bento_tag,
+            "model": model_tag,
+            "model_version": model_tag.partition(":")[2],
+            **champion,
+            "bentoml_home": str(home),
+        },
+    )
+    print(f"package: {champion['model_uri']} (v{champion['registry_version']}) -> model {model_tag}, bento {bento_tag}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,251 @@
+"""The champion Korean sentence-similarity model as a BentoML 1.4 service.
+
+    bentoml serve service:KoreanSimilarity          # from the repository, model from the BentoML model store
+    bentoml serve korean_sts:latest                 # from the Bento built by the package stage
+
+APIs (POST, JSON): /similarity (one pair, one forward pass) and /similarity_batch (1-64 pairs; adaptive
+batching: concurrent requests share forward passes, so under load send pairs here, even one at a time).
+Both are sync APIs that BentoML runs one at a time per worker (threads=1), on torch_threads threads.
+Every response carries X-Model-Name and X-Model-Version (and X-Model-Registry-Version when known).
+GET /demo/ is a page to try it by hand; /healthz, /readyz and /metrics are BentoML's; / is Swagger UI.
+Settings: pipeline/serving.py (params.yaml `serve:`, KSTS_SERVE_* environment variables).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one process per worker already uses the cores
+
+import bentoml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, StringConstraints
+from starlette.applications import Starlette
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
+
+from pipeline.metrics import SIMILAR_AT
+from pipeline.package import PAIR_FOLDER  # where the pair-model folder lies inside the BentoML model
+from pipeline.serving import ENV_PREFIX, load_serve_settings
+
+HERE = Path(__file__).resolve().parent
+SETTINGS = load_serve_settings(HERE / "params.yaml")
+# The model: KSTS_SERVE_MODEL_NAME if set, else the Bento's build argument `model_tag` (the package stage pins
+# the champion's exact tag: `bentoml build --arg model_tag=NAME:VERSION`), else serve.model_name at :latest.
+BENTO_ARGS = bentoml.use_arguments()
+MODEL_TAG = (
+    SETTINGS.model_tag
+    if f"{ENV_PREFIX}MODEL_NAME" in os.environ
+    else getattr(BENTO_ARGS, "model_tag", None) or SETTINGS.model_tag
+)
+MAX_SCORE = 5.0
+EXAMPLE_PAIR = {"sentence1": "오늘 날씨가 정말 좋네요.", "sentence2": "오늘은 날씨가 매우 좋습니다."}
+EXAMPLE_PAIRS = [EXAMPLE_PAIR, {"sentence1": "숙소 위치가 역에서 가까워요.", "sentence2": "이 정책은 내년부터 시행됩니다."}]
+MODEL_HEADERS: dict[str, str] = {}  # filled once the model is loaded; added to every response by RequestGuard
+OVERLOADED = json.dumps(
+    {"error": f"over capacity: this request would wait more than {SETTINGS.max_latency_ms} ms in the batch queue; retry later"}
+).encode()
+
+logger = logging.getLogger("bentoml.service.korean_sts")
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("sentence is empty or only whitespace")
+    return text
+
+
+Sentence = Annotated[
+    StrictStr,
+    StringConstraints(min_length=1, max_length=SETTINGS.max_chars_per_sentence),
+    AfterValidator(_not_blank),
+]
+
+# `example` (OpenAPI 3.0, singular) is what Swagger UI puts in its sample request.
+FirstSentence = Annotated[Sentence, Field(description="sentence 1", json_schema_extra={"example": EXAMPLE_PAIR["sentence1"]})]
+SecondSentence = Annotated[Sentence, Field(description="sentence 2", json_schema_extra={"example": EXAMPLE_PAIR["sentence2"]})]
+
+
+class Pair(BaseModel):
+    """Two Korean sentences to compare."""
+
+    model_config = ConfigDict(json_schema_extra={"example": EXAMPLE_PAIR})
+
+    sentence1: FirstSentence
+    sentence2: SecondSentence
+
+
+class Similarity(BaseModel):
+    """How similar a pair is."""
+
+    score: float = Field(description="similarity from 0 (unrelated) to 5 (same meaning)")
+    similar: bool = Field(description=f"score >= {SIMILAR_AT}")
+    probability: float = Field(description="score / 5: a 0-1 value, not a calibrated probability")
+
+
+PairList = Annotated[
+    list[Pair],
+    Field(
+        min_length=1,
+        max_length=SETTINGS.max_pairs_per_request,
+        description=f"1 to {SETTINGS.max_pairs_per_request} sentence pairs",
+        json_schema_extra={"example": EXAMPLE_PAIRS},
+    ),
+]
+
+
+def to_result(score: float) -> Similarity:
+    """One 0-5 score -> the API's result."""
+    score = float(score)
+    return Similarity(score=score, similar=score >= SIMILAR_AT, probability=score / MAX_SCORE)
+
+
+class RequestGuard:
+    """ASGI middleware around the APIs.
+
+    - refuses bodies over max_bytes with 413 before anything parses them;
+    - replaces BentoML's generic body of a 503 from an API (the batch queue refused a request that would
+      exceed max_latency_ms) with a clear one, and adds Retry-After;
+    - adds X-Model-Name / X-Model-Version / X-Model-Registry-Version to every response.
+    """
+
+    def __init__(self, app, max_bytes: int, api_paths: tuple[str, ...], retry_after_seconds: int = 1) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.api_paths = api_paths
+        self.retry_after = str(retry_after_seconds).encode()
+
+    @staticmethod
+    def _model_headers() -> list[tuple[bytes, bytes]]:
+        return [(key.lower().encode(), value.encode()) for key, value in MODEL_HEADERS.items()]
+
+    def _json_start(self, status: int, body: bytes, extra: list[tuple[bytes, bytes]] = ()) -> dict:
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+        return {"type": "http.response.start", "status": status, "headers": headers + self._model_headers()}
+
+    async def _refuse(self, send, size: str) -> None:
+        body = json.dumps({"error": f"request body is {size} bytes; the limit is {self.max_bytes}"}).encode()
+        await send(self._json_start(413, body))
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        overloaded = False
+        is_api = scope.get("path") in self.api_paths
+
+        async def send_with_headers(message) -> None:
+            nonlocal overloaded
+            if message["type"] == "http.response.start":
+                if is_api and message["status"] == 503:
+                    overloaded = True
+                    await send(self._json_start(503, OVERLOADED, [(b"retry-after", self.retry_after)]))
+                    return
+                message = {**message, "headers": [*message.get("headers", []), *self._model_headers()]}
+            elif overloaded:  # the replacement body went out with the start message's length: send it once
+                if not message.get("more_body", False):
+                    await send({"type": "http.response.body", "body": OVERLOADED})
+                return
+            await send(message)
+
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None:
+            if length.isdigit() and int(length) > self.max_bytes:
+                await self._refuse(send, length.decode())
+                return
+            await self.app(scope, receive, send_with_headers)
+            return
+        # No Content-Length (chunked upload): read up to the limit, then replay the body to the app.
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                await self._refuse(send, f"more than {self.max_bytes}")
+                return
+        replayed = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return replayed
+            return await receive()
+
+        await self.app(scope, replay, send_with_headers)
+
+
+async def demo_page(_request) -> HTMLResponse:
+    """The demo page: two sentences in, the score and the verdict out (no external assets)."""
+    return HTMLResponse((HERE / "pipeline" / "demo.html").read_text(encoding="utf-8"))
+
+
+demo_app = Starlette(routes=[Route("/", demo_page)])
+
+
+@bentoml.asgi_app(demo_app, path="/demo", name="demo")
+@bentoml.service(
+    name="korean_sts",
+    workers=SETTINGS.workers,
+    threads=1,  # one batch at a time per worker; parallelism comes from workers and torch_threads
+    traffic={"timeout": SETTINGS.timeout_seconds},
+    logging={"access": {"enabled": False}},  # the per-request access log costs much CPU (stack facts)
+)
+class KoreanSimilarity:
+    """Korean sentence similarity (0-5) with the champion model of the korean-sts pipeline."""
+
+    model_ref = bentoml.models.BentoModel(MODEL_TAG)
+
+    def __init__(self) -> None:
+        import torch
+
+        from pipeline.scoring import PairScorer, pick_device
+
+        torch.set_num_threads(SETTINGS.torch_threads)
+        stored = self.model_ref
+        self.device = pick_device(SETTINGS.device)
+        self.scorer = PairScorer.from_folder(stored.path_of(PAIR_FOLDER), device=self.device)
+        MODEL_HEADERS.update({"X-Model-Name": stored.tag.name, "X-Model-Version": str(stored.tag.version)})
+        registry_version = stored.info.labels.get("registry_version")
+        if registry_version:
+            MODEL_HEADERS["X-Model-Registry-Version"] = registry_version
+        logger.info(
+            "loaded %s on %s (head %s, torch threads %d, batching %s)",
+            stored.tag,
+            self.device,
+            self.scorer.settings.head,
+            torch.get_num_threads(),
+            SETTINGS.batching,
+        )
+
+    def _score(self, pairs: list[Pair]) -> list[Similarity]:
+        scores = self.scorer.score([(p.sentence1, p.sentence2) for p in pairs], batch_size=SETTINGS.forward_batch_size)
+        return [to_result(score) for score in scores]
+
+    @bentoml.api(batchable=SETTINGS.batching, max_batch_size=SETTINGS.max_batch_size, max_latency_ms=SETTINGS.max_latency_ms)
+    def similarity_batch(self, pairs: PairList) -> list[Similarity]:
+        """Scores for a list of sentence pairs, in order. Concurrent requests are batched together."""
+        return self._score(pairs)
+
+    @bentoml.api
+    def similarity(self, sentence1: FirstSentence, sentence2: SecondSentence) -> Similarity:
+        """Similarity of one sentence pair: score 0-5, similar (score >= 3), probability (score / 5).
+
+        Answered on its own (one forward pass). Under concurrent load send pairs to similarity_batch, even one
+        at a time: that API shares forward passes between concurrent requests.
+        """
+        return self._score([Pair(sentence1=sentence1, sentence2=sentence2)])[0]
+
+
+KoreanSimilarity.add_asgi_middleware(
+    RequestGuard, max_bytes=SETTINGS.max_request_bytes, api_paths=("/similarity", "/similarity_batch")
+)

@@ -1,0 +1,414 @@
+"""The BentoML service end to end: a tiny champion imported into a temporary BENTOML_HOME, a real `bentoml serve`
+subprocess on 127.0.0.1, and `bentoml build` of bentofile.yaml (offline). Also the serve settings and the
+package stage's import step.
+
+The server fixture is session-scoped (tests/test_demo_page.py uses it too) and stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.errors import ConfigError
+from pipeline.models import ModelSettings, load_cross_encoder, load_tokenizer, save_pair_model
+from pipeline.serving import ServeSettings, load_serve_settings
+from tests.conftest import OFFLINE_ENV, REPO, free_port
+
+MODEL_NAME = "korean-sts-similarity"
+REGISTRY_VERSION = "7"
+PAIRS = [
+    ("한 남자가 기타를 치고 있다.", "남자가 기타를 연주하고 있다."),
+    ("한 여자가 양파를 썰고 있다.", "남자가 피자에 치즈를 뿌리고 있다."),
+    ("오늘 날씨가 정말 좋네요.", "오늘은 날씨가 매우 좋습니다."),
+    ("아이들이 공원에서 놀고 있다.", "고양이가 창밖을 보고 있다."),
+    ("숙소 위치가 역에서 가까워요.", "이 정책은 내년부터 시행됩니다."),
+    ("  공백이   많은\t문장.  ", "공백이 많은 문장."),
+]
+SERVER_ENV = {"KSTS_SERVE_WORKERS": "1"}  # one model copy keeps the test server small; everything else as shipped
+
+
+def python_env(home: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, **OFFLINE_ENV, "BENTOML_HOME": str(home), "PYTHONPATH": str(REPO), **extra}
+
+
+def run_python(code: str, home: Path, timeout: float = 300, offline: bool = False) -> str:
+    """Run code in a fresh interpreter with BENTOML_HOME=home (BentoML reads it at import); returns stdout.
+
+    offline: under `unshare -n` (no network namespace at all) where the machine allows it.
+    """
+    command = [sys.executable, "-c", code]
+    if offline and shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
+        command = ["unshare", "-n", *command]
+    done = subprocess.run(command, cwd=REPO, env=python_env(home), capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{command[:3]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    return done.stdout
+
+
+SHARED = pytest.StashKey[dict]()
+
+
+def shared(request, key: str, make):
+    """One value per test session even across modules.
+
+    tests/test_demo_page.py imports these fixtures, and an imported fixture is a second definition with its
+    own cache: without this, each module would start its own server. make(stack) builds the value; contexts
+    entered on stack close when the session ends.
+    """
+    config = request.config
+    if SHARED not in config.stash:
+        stack = contextlib.ExitStack()
+        config.add_cleanup(stack.close)
+        config.stash[SHARED] = {"stack": stack}
+    store = config.stash[SHARED]
+    if key not in store:
+        store[key] = make(store["stack"])
+    return store[key]
+
+
+@pytest.fixture(scope="session")
+def champion_folder(request, tiny_bert, tmp_path_factory) -> Path:
+    return shared(request, "champion_folder", lambda _: make_champion_folder(tiny_bert, tmp_path_factory))
+
+
+def make_champion_folder(tiny_bert, tmp_path_factory) -> Path:
+    """A tiny cross-encoder pair model whose scores on PAIRS differ and straddle 3.0.
+
+    A random head gives nearly one score for every pair (a mix-up of answers would go unseen), so the head
+    reads the direction along which the pooled outputs of PAIRS differ most, scaled to scores of 3.0 +- ~0.6.
+    (Stronger scaling would amplify float noise: single vs batched forward passes must agree to 1e-5.)
+    """
+    import torch
+
+    from pipeline.text import normalize_text
+
+    folder = tmp_path_factory.mktemp("champion") / "model"
+    torch.manual_seed(0)
+    model = load_cross_encoder(str(tiny_bert)).eval()
+    tokenizer = load_tokenizer(str(tiny_bert))
+    tokenizer.model_max_length = 128
+    first, second = zip(*[(normalize_text(a), normalize_text(b)) for a, b in PAIRS], strict=True)
+    with torch.no_grad():
+        pooled = model.bert(**tokenizer(list(first), list(second), padding=True, return_tensors="pt")).pooler_output
+        centered = pooled - pooled.mean(dim=0)
+        direction = torch.linalg.svd(centered, full_matrices=False).Vh[0]
+        weight = direction * 0.5 / (centered @ direction).abs().max()
+        model.classifier.weight.copy_(weight[None, :])
+        model.classifier.bias.copy_(np.log(3 / 2) - (pooled.mean(dim=0) @ weight)[None])  # sigmoid(log 1.5) * 5 = 3
+    save_pair_model(model, tokenizer, ModelSettings(head="cross", base_model="tiny-bert", hangul_only=False), folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def offline_scores(champion_folder) -> np.ndarray:
+    from pipeline.scoring import PairScorer
+
+    return PairScorer.from_folder(champion_folder, device="cpu").score(PAIRS)
+
+
+@pytest.fixture(scope="session")
+def bento_store(request, champion_folder, tmp_path_factory) -> dict[str, str]:
+    return shared(request, "bento_store", lambda _: make_bento_store(champion_folder, tmp_path_factory))
+
+
+def make_bento_store(champion_folder: Path, tmp_path_factory) -> dict[str, str]:
+    """A BENTOML_HOME holding the champion, imported twice (the second import must reuse the first)."""
+    home = tmp_path_factory.mktemp("bentoml_home")
+    labels = {"registry_version": REGISTRY_VERSION}
+    code = (
+        "from pipeline.package import import_pair_model\n"
+        f"args = ({str(champion_folder)!r}, {MODEL_NAME!r}, {labels!r}, {{'model_uri': 'test'}})\n"
+        "print(import_pair_model(*args)); print(import_pair_model(*args))\n"
+    )
+    first, second = run_python(code, home).split()
+    assert first == second, "re-importing the same folder and labels must reuse the stored model"
+    return {"home": str(home), "tag": first}
+
+
+@contextlib.contextmanager
+def bentoml_server(target: str, home: Path, env: dict[str, str]):
+    """`bentoml serve TARGET` on a free loopback port in its own process group; yields the base URL, then stops it by PID."""
+    port = free_port()
+    log = home / f"serve-{port}.log"
+    command = [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("w") as stream:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=python_env(home, **env), stdout=stream, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"bentoml serve {target} exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"bentoml serve {target} not ready after 180 s:\n{log.read_text()[-4000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)  # the server's own process group: BentoML's workers too
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def served(request, bento_store) -> str:
+    """The service from the repository (`bentoml serve service:KoreanSimilarity`); its base URL."""
+    home = Path(bento_store["home"])
+    target = "service:KoreanSimilarity"
+    return shared(request, "served", lambda stack: stack.enter_context(bentoml_server(target, home, SERVER_ENV)))
+
+
+def post(url: str, path: str, body=None) -> httpx.Response:
+    """JSON body, or raw bytes sent as they are (labelled application/json)."""
+    if isinstance(body, bytes):
+        return httpx.post(f"{url}{path}", content=body, headers={"Content-Type": "application/json"}, timeout=60)
+    return httpx.post(f"{url}{path}", json=body, timeout=60)
+
+
+def pair_body(pair: tuple[str, str]) -> dict[str, str]:
+    return {"sentence1": pair[0], "sentence2": pair[1]}
+
+
+# --- settings -------------------------------------------------------------------------------------------
+
+
+def test_serve_settings_defaults_params_and_environment(tmp_path):
+    assert load_serve_settings(tmp_path / "absent.yaml", {}) == ServeSettings()
+    params = tmp_path / "params.yaml"
+    params.write_text("model: {name: x}\nserve:\n  max_batch_size: 8\n  device: cpu\n", encoding="utf-8")
+    settings = load_serve_settings(params, {"KSTS_SERVE_BATCHING": "false", "KSTS_SERVE_MAX_LATENCY_MS": "900"})
+    assert (settings.max_batch_size, settings.device, settings.batching, settings.max_latency_ms) == (8, "cpu", False, 900)
+    assert settings.model_tag == f"{MODEL_NAME}:latest"
+    assert load_serve_settings(params, {"KSTS_SERVE_MODEL_NAME": "m:v1", "KSTS_SERVE_DEVICE": "null"}).model_tag == "m:v1"
+
+
+@pytest.mark.parametrize(
+    ("params_text", "environ", "message"),
+    [
+        ("serve: {max_batch_sise: 8}\n", {}, "unknown key"),
+        ("serve: {workers: two}\n", {}, "serve.workers"),
+        ("serve: {workers: 0}\n", {}, "at least 1"),
+        ("serve: {max_batch_size: 1}\n", {}, "at least 2"),
+        ("", {"KSTS_SERVE_BATCHING": "maybe"}, "KSTS_SERVE_BATCHING"),
+        ("", {"KSTS_SERVE_WORKERS": "2.5"}, "KSTS_SERVE_WORKERS"),
+    ],
+)
+def test_serve_settings_reject_bad_values(tmp_path, params_text, environ, message):
+    params = tmp_path / "params.yaml"
+    params.write_text(params_text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_serve_settings(params, environ)
+
+
+def test_the_repository_params_give_valid_settings():
+    load_serve_settings(REPO / "params.yaml", {})
+
+
+def test_import_refuses_a_folder_that_is_not_a_pair_model(tiny_bert, tmp_path):
+    code = f"from pipeline.package import import_pair_model\nimport_pair_model({str(tiny_bert)!r}, 'x')\n"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=python_env(tmp_path), capture_output=True, text=True)
+    assert done.returncode != 0 and "not a fine-tuned pair model" in done.stderr
+
+
+def test_champion_from_report(tmp_path):
+    from pipeline.errors import PipelineError
+    from pipeline.package import champion_from_report
+
+    report = tmp_path / "register.json"
+    with pytest.raises(PipelineError, match="run the register stage"):
+        champion_from_report(report)
+    fields = {"model_name": MODEL_NAME, "champion_version": "3", "alias": "champion", "champion_uri": "models:/m@champion"}
+    report.write_text(json.dumps(fields), encoding="utf-8")
+    assert champion_from_report(report)["registry_version"] == "3"
+
+
+# --- the running service ------------------------------------------------------------------------------
+
+
+def test_health_and_readiness(served):
+    for path in ("/healthz", "/readyz", "/livez"):
+        assert httpx.get(f"{served}{path}", timeout=10).status_code == 200
+
+
+def test_single_pair_scores_equal_offline_scoring(served, offline_scores, bento_store):
+    gaps = np.diff(np.sort(offline_scores))
+    assert gaps.min() > 1e-4 and min(offline_scores) < 3 <= max(offline_scores), f"pairs must differ: {offline_scores}"
+    for pair, expected in zip(PAIRS, offline_scores, strict=True):
+        response = post(served, "/similarity", pair_body(pair))
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["score"] == pytest.approx(expected, abs=1e-5)
+        assert answer["similar"] is bool(expected >= 3.0)
+        assert answer["probability"] == pytest.approx(answer["score"] / 5)
+        assert response.headers["X-Model-Name"] == MODEL_NAME
+        assert response.headers["X-Model-Version"] == bento_store["tag"].split(":")[1]
+        assert response.headers["X-Model-Registry-Version"] == REGISTRY_VERSION
+
+
+def test_batch_equals_singles_and_keeps_order(served, offline_scores):
+    response = post(served, "/similarity_batch", {"pairs": [pair_body(pair) for pair in PAIRS]})
+    assert response.status_code == 200, response.text
+    scores = [item["score"] for item in response.json()]
+    np.testing.assert_allclose(scores, offline_scores, atol=1e-5)
+    assert [item["similar"] for item in response.json()] == [bool(s >= 3.0) for s in offline_scores]
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(served, offline_scores):
+    """Adaptive batching merges concurrent requests into one forward pass: answers must not be mixed up."""
+    jobs = [(index % len(PAIRS), [pair_body(PAIRS[index % len(PAIRS)])]) for index in range(24)]
+    jobs += [(None, [pair_body(pair) for pair in PAIRS[::-1]])] * 4
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(pool.map(lambda job: post(served, "/similarity_batch", {"pairs": job[1]}), jobs))
+    for (index, _), response in zip(jobs, responses, strict=True):
+        assert response.status_code == 200, response.text
+        expected = offline_scores[::-1] if index is None else [offline_scores[index]]
+        np.testing.assert_allclose([item["score"] for item in response.json()], expected, atol=1e-5)
+
+
+def test_swagger_ui_and_openapi_with_korean_examples(served):
+    assert httpx.get(f"{served}/", timeout=10).status_code == 200
+    spec = httpx.get(f"{served}/docs.json", timeout=10)
+    assert spec.status_code == 200, spec.text
+    schema = spec.json()["paths"]["/similarity"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["properties"]["sentence1"]["example"] == "오늘 날씨가 정말 좋네요."
+    assert "/similarity_batch" in spec.json()["paths"]
+
+
+def test_demo_page_is_served_without_external_assets(served):
+    page = httpx.get(f"{served}/demo/", timeout=10)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'id="sentence1"' in page.text and 'id="compare"' in page.text
+    assert "http://" not in page.text and "https://" not in page.text
+    assert httpx.get(f"{served}/demo", timeout=10, follow_redirects=True).status_code == 200
+
+
+SETTINGS = load_serve_settings(REPO / "params.yaml", SERVER_ENV)
+TOO_MANY = {"pairs": [{"sentence1": "가", "sentence2": "나"}] * (SETTINGS.max_pairs_per_request + 1)}
+TOO_LONG = {"sentence1": "가" * (SETTINGS.max_chars_per_sentence + 1), "sentence2": "나"}
+HUGE = json.dumps({"sentence1": "x" * (SETTINGS.max_request_bytes + 10), "sentence2": "y"}).encode()
+BAD_INPUTS = [
+    # (name, path, json body or raw bytes, status, text the message must contain)
+    ("empty sentence", "/similarity", {"sentence1": "", "sentence2": "나"}, 400, "at least 1 character"),
+    ("blank sentence", "/similarity", {"sentence1": " \t ", "sentence2": "나"}, 400, "empty or only whitespace"),
+    ("number", "/similarity", {"sentence1": 5, "sentence2": "나"}, 400, "valid string"),
+    ("null", "/similarity", {"sentence1": None, "sentence2": "나"}, 400, "valid string"),
+    ("list for a sentence", "/similarity", {"sentence1": ["가"], "sentence2": "나"}, 400, "valid string"),
+    ("missing sentence2", "/similarity", {"sentence1": "가"}, 400, "Field required"),
+    ("empty object", "/similarity", {}, 400, "Field required"),
+    ("not an object", "/similarity", [1, 2], 400, "should be an object"),
+    ("invalid JSON", "/similarity", b'{"sentence1": "x",', 400, "Invalid JSON"),
+    ("empty body", "/similarity", b"", 400, "Field required"),  # BentoML reads an empty body as {}
+    ("not UTF-8", "/similarity", b"\xff\xfe", 400, "Invalid JSON"),
+    ("sentence too long", "/similarity", TOO_LONG, 400, f"at most {SETTINGS.max_chars_per_sentence} characters"),
+    ("body too large", "/similarity", HUGE, 413, f"the limit is {SETTINGS.max_request_bytes}"),
+    ("no pairs", "/similarity_batch", {"pairs": []}, 400, "at least 1 item"),
+    ("too many pairs", "/similarity_batch", TOO_MANY, 400, f"at most {SETTINGS.max_pairs_per_request} items"),
+    ("pairs not a list", "/similarity_batch", {"pairs": "가 나"}, 400, "valid array"),
+    ("pair missing a field", "/similarity_batch", {"pairs": [{"sentence1": "가"}]}, 400, "Field required"),
+    ("pair with a number", "/similarity_batch", {"pairs": [{"sentence1": "가", "sentence2": 1}]}, 400, "valid string"),
+    ("unknown route", "/similarity_v2", {"sentence1": "가", "sentence2": "나"}, 404, ""),
+]
+
+
+@pytest.mark.parametrize(("name", "path", "body", "status", "message"), BAD_INPUTS, ids=[row[0] for row in BAD_INPUTS])
+def test_bad_input_is_a_4xx_with_a_message(served, name, path, body, status, message):
+    response = post(served, path, body)
+    assert response.status_code == status, f"{name}: {response.status_code} {response.text[:500]}"
+    assert message in response.text, f"{name}: {response.text[:500]}"
+    if status == 400:
+        assert response.json()["detail"], "pydantic's error list names the field"
+
+
+def test_chunked_oversized_upload_is_refused_with_413(served):
+    def chunks():
+        for _ in range(SETTINGS.max_request_bytes // 65536 + 2):
+            yield b"x" * 65536
+
+    response = httpx.post(f"{served}/similarity", content=chunks(), headers={"Content-Type": "application/json"}, timeout=60)
+    assert response.status_code == 413 and "limit" in response.json()["error"]
+
+
+def test_get_on_an_api_is_405(served):
+    assert httpx.get(f"{served}/similarity", timeout=10).status_code == 405
+
+
+# --- the Bento ---------------------------------------------------------------------------------------
+
+
+def test_bentoml_build_makes_a_bento_offline_that_serves(bento_store, champion_folder, offline_scores):
+    """`bentoml build` of bentofile.yaml with no network; the Bento holds the code and params, names the model,
+    exports with the model inside, serves the same scores, and answers overload with 503 (not 500)."""
+    home = Path(bento_store["home"])
+    started = time.monotonic()
+    output = run_python(
+        f"from pipeline.package import build_bento\nprint(build_bento('bentofile.yaml', '.', {bento_store['tag']!r}))\n",
+        home,
+        offline=True,
+    )
+    seconds = time.monotonic() - started
+    tag = output.strip().splitlines()[-1]
+    name, version = tag.split(":")
+    bento = home / "bentos" / name / version
+    manifest = yaml.safe_load((bento / "bento.yaml").read_text(encoding="utf-8"))
+    assert manifest["args"] == {"model_tag": bento_store["tag"]}  # the exact champion, not `latest`
+    assert [str(model["tag"]) for model in manifest["services"][0]["models"]] == [bento_store["tag"]]
+    for relative in ("service.py", "params.yaml", "pipeline/scoring.py", "pipeline/serving.py", "pipeline/demo.html"):
+        assert (bento / "src" / relative).is_file(), relative
+    copied = {path.relative_to(bento / "src").as_posix() for path in (bento / "src").rglob("*") if path.is_file()}
+    assert all(name in {"service.py", "params.yaml", "bentofile.yaml"} or name.startswith("pipeline/") for name in copied), copied
+    requirements = (bento / "env/python/requirements.txt").read_text(encoding="utf-8")
+    assert "torch==2.13.0" in requirements and "transformers==" in requirements
+    assert seconds < 120, f"bentoml build took {seconds:.0f} s"
+
+    archive = home / "exported.bento"
+    run_python(f"import bentoml\nbentoml.export_bento({tag!r}, {str(archive)!r})\n", home, offline=True)
+    with tarfile.open(archive) as bundle:
+        names = bundle.getnames()
+    model_version = bento_store["tag"].split(":")[1]
+    assert any(n.endswith(f"models/{MODEL_NAME}/{model_version}/pair_model/similarity.json") for n in names), names[:20]
+
+    # A newer model in the store must not change what the Bento serves.
+    newer = home / "newer-model"
+    shutil.copytree(champion_folder, newer)
+    ModelSettings(head="cross", base_model="another", hangul_only=False).save(newer)
+    run_python(f"from pipeline.package import import_pair_model\nimport_pair_model({str(newer)!r}, {MODEL_NAME!r})\n", home)
+
+    # Served from the Bento, with a 1 ms queue limit (KSTS_SERVE_* work there too): a burst must be refused
+    # with 503 + a clear message + Retry-After, never a 500; lone requests still answer.
+    with bentoml_server(tag, home, {**SERVER_ENV, "KSTS_SERVE_MAX_LATENCY_MS": "1"}) as url:
+        response = post(url, "/similarity", pair_body(PAIRS[0]))
+        assert response.status_code == 200, response.text
+        assert response.json()["score"] == pytest.approx(offline_scores[0], abs=1e-5)
+        assert response.headers["X-Model-Version"] == bento_store["tag"].split(":")[1]
+        body = {"pairs": [pair_body(pair) for pair in PAIRS]}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
+            burst = list(pool.map(lambda _: post(url, "/similarity_batch", body), range(96)))
+        statuses = sorted({r.status_code for r in burst})
+        assert set(statuses) <= {200, 503} and 503 in statuses, statuses
+        refused = next(r for r in burst if r.status_code == 503)
+        assert "over capacity" in refused.json()["error"] and refused.headers["Retry-After"] == "1"
+        assert refused.headers["X-Model-Name"] == MODEL_NAME
