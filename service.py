@@ -27,7 +27,7 @@ from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from pipeline.metrics import SIMILAR_AT
+from pipeline.metrics import MAX_SCORE, SIMILAR_AT
 from pipeline.package import PAIR_FOLDER  # where the pair-model folder lies inside the BentoML model
 from pipeline.serving import ENV_PREFIX, load_serve_settings
 
@@ -41,7 +41,6 @@ MODEL_TAG = (
     if f"{ENV_PREFIX}MODEL_NAME" in os.environ
     else getattr(BENTO_ARGS, "model_tag", None) or SETTINGS.model_tag
 )
-MAX_SCORE = 5.0
 EXAMPLE_PAIR = {"sentence1": "오늘 날씨가 정말 좋네요.", "sentence2": "오늘은 날씨가 매우 좋습니다."}
 EXAMPLE_PAIRS = [EXAMPLE_PAIR, {"sentence1": "숙소 위치가 역에서 가까워요.", "sentence2": "이 정책은 내년부터 시행됩니다."}]
 MODEL_HEADERS: dict[str, str] = {}  # filled once the model is loaded; added to every response by RequestGuard
