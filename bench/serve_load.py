@@ -68,12 +68,14 @@ def load_pairs(limit: int) -> list[tuple[str, str]]:
     return pairs[:limit]
 
 
-def prepare_model(home: Path, model_name: str, source: str) -> tuple[Path, str]:
-    """The pair-model folder of `source` (built once) and its tag in the BentoML store at home."""
+def prepare_model(home: Path, model_name: str, source: str, folder: Path | None = None) -> tuple[Path, str]:
+    """The pair-model folder (given, e.g. models/model, or built once from `source`) and its tag in the store at home."""
     os.environ["BENTOML_HOME"] = str(home)  # before pipeline.package imports bentoml
     from pipeline.models import ModelSettings, load_cross_encoder, load_tokenizer, resolve_model_source, save_pair_model
     from pipeline.package import import_pair_model
 
+    if folder is not None:
+        return folder, import_pair_model(folder, model_name, {"registry_version": "bench"})
     folder = home.parent / "pair_model"
     if not (folder / "similarity.json").is_file():
         resolved = resolve_model_source(source)
@@ -243,7 +245,8 @@ def main() -> None:
         choices=["similarity_batch", "similarity"],
         help="BentoML endpoint the clients post one pair to (a one-pair list for similarity_batch); naive: /similarity",
     )
-    parser.add_argument("--model", default=MINILM, help="model.name of the encoder to serve")
+    parser.add_argument("--model", default=MINILM, help="model.name of the encoder to serve (as an untrained cross pair model)")
+    parser.add_argument("--folder", type=Path, help="serve this pair-model folder instead, e.g. models/model (any head)")
     parser.add_argument("--pairs", type=int, default=1500, help="distinct KorSTS dev pairs to cycle through")
     parser.add_argument("--home", type=Path, default=RESULTS / "serve_load" / "bentoml_home")
     parser.add_argument("--out", type=Path, default=RESULTS / "serve_load.json")
@@ -251,7 +254,7 @@ def main() -> None:
 
     overrides = dict(item.split("=", 1) for item in args.set)
     home = args.home.resolve()
-    pair_folder, model_tag = prepare_model(home, "korean-sts-similarity", args.model)
+    pair_folder, model_tag = prepare_model(home, "korean-sts-similarity", args.model, args.folder)
     pairs = load_pairs(args.pairs)
     rows: list[dict[str, Any]] = []
     servers_info: list[dict[str, Any]] = []
@@ -277,7 +280,8 @@ def main() -> None:
 
     settings = load_serve_settings(REPO / "params.yaml", {f"KSTS_SERVE_{k.upper()}": v for k, v in overrides.items()})
     report = {
-        "model": args.model,
+        "model": args.model if args.folder is None else str(args.folder),
+        "head": json.loads((pair_folder / "similarity.json").read_text(encoding="utf-8"))["head"],
         "model_tag": model_tag,
         "inputs": f"{len(pairs)} KorSTS dev pairs, one pair per request, cycled",
         "duration_s": args.duration,
