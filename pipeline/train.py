@@ -124,11 +124,21 @@ def open_opened_study(params: Params, root: Path, worker_index: int = 0) -> Open
     return OpenedStudy(study, context, experiment_id, tags)
 
 
-def worker_environment(index: int, gpu_count: int, environ: dict[str, str]) -> dict[str, str]:
-    """Worker index's environment: on a multi-GPU runner its own GPU (index mod count), unless the user pinned them."""
-    if gpu_count > 1 and "CUDA_VISIBLE_DEVICES" not in environ:
-        return {**environ, "CUDA_VISIBLE_DEVICES": str(index % gpu_count)}
-    return dict(environ)
+def worker_environment(index: int, gpu_count: int, cpu_threads: int, environ: dict[str, str]) -> dict[str, str]:
+    """Worker index's environment, unless the user set these: on a multi-GPU runner its own GPU (index mod
+    count); on CPU its share of the cores (workers each taking every core measured 0.57x of one worker)."""
+    environment = dict(environ)
+    if gpu_count > 1:
+        environment.setdefault("CUDA_VISIBLE_DEVICES", str(index % gpu_count))
+    if gpu_count == 0:
+        environment.setdefault("OMP_NUM_THREADS", str(cpu_threads))
+    return environment
+
+
+def cpu_threads_per_worker(workers: int) -> int:
+    import os
+
+    return max(1, (os.cpu_count() or 1) // workers)
 
 
 def start_workers(missing: int, workers: int, parent_run_id: str) -> list:
@@ -141,12 +151,15 @@ def start_workers(missing: int, workers: int, parent_run_id: str) -> list:
     from pipeline.study import worker_share
 
     gpus = torch.cuda.device_count()
+    threads = cpu_threads_per_worker(workers)
+    if gpus == 0 and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(threads)  # this process is worker 0
     command = [sys.executable, "-m", "pipeline.train", "--parent-run-id", parent_run_id]
     return [
         subprocess.Popen(
             [*command, "--worker", str(index), "--trials", str(worker_share(missing, workers, index))],
             cwd=Path.cwd(),
-            env=worker_environment(index, gpus, dict(os.environ)),
+            env=worker_environment(index, gpus, threads, dict(os.environ)),
         )
         for index in range(1, workers)
     ]

@@ -381,11 +381,13 @@ def test_a_worker_killed_mid_trial_is_picked_up_by_the_other(stage_repo):
     assert len(parents) == 1 and len(children) == len(trials)
 
 
-def test_each_local_worker_gets_its_own_gpu_on_a_multi_gpu_runner():
-    assert train.worker_environment(1, 4, {"A": "1"}) == {"A": "1", "CUDA_VISIBLE_DEVICES": "1"}
-    assert train.worker_environment(5, 4, {})["CUDA_VISIBLE_DEVICES"] == "1"
-    assert "CUDA_VISIBLE_DEVICES" not in train.worker_environment(1, 1, {})  # one GPU (or none): shared
-    assert train.worker_environment(1, 4, {"CUDA_VISIBLE_DEVICES": "2,3"})["CUDA_VISIBLE_DEVICES"] == "2,3"  # user's choice
+def test_each_local_worker_gets_its_own_gpu_or_its_share_of_the_cores():
+    assert train.worker_environment(1, 4, 1, {"A": "1"}) == {"A": "1", "CUDA_VISIBLE_DEVICES": "1"}
+    assert train.worker_environment(5, 4, 1, {})["CUDA_VISIBLE_DEVICES"] == "1"
+    assert train.worker_environment(1, 1, 1, {}) == {}  # one GPU: shared, torch's own threads
+    assert train.worker_environment(1, 4, 1, {"CUDA_VISIBLE_DEVICES": "2,3"})["CUDA_VISIBLE_DEVICES"] == "2,3"  # user's choice
+    assert train.worker_environment(1, 0, 3, {}) == {"OMP_NUM_THREADS": "3"}  # CPU: its share of the cores
+    assert train.worker_environment(1, 0, 3, {"OMP_NUM_THREADS": "8"}) == {"OMP_NUM_THREADS": "8"}
 
 
 def test_worker_shares_add_up_to_the_missing_trials():
