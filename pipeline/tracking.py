@@ -58,12 +58,18 @@ def optuna_storage_url(configured: str | None, root: Path) -> str:
 
 
 def ensure_experiment(name: str, root: Path) -> str:
-    """Create (with an explicit artifact location, never ./mlruns) or find the experiment, and make it active."""
+    """Create or find the experiment, and make it active.
+
+    Against a store (SQLite, PostgreSQL) the experiment gets an explicit artifact location, never ./mlruns;
+    a tracking server (http[s]://) keeps its own artifact store, shared by every worker.
+    """
     import mlflow
 
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
-        experiment_id = mlflow.create_experiment(name, artifact_location=(root / MLFLOW_ARTIFACTS).resolve().as_uri())
+        on_server = mlflow.get_tracking_uri().startswith(("http://", "https://"))
+        location = None if on_server else (root / MLFLOW_ARTIFACTS).resolve().as_uri()
+        experiment_id = mlflow.create_experiment(name, artifact_location=location)
     else:
         experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)  # nested runs inherit the active experiment, not the parent's
