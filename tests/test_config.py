@@ -43,6 +43,16 @@ def test_int_is_accepted_where_a_float_is_expected(raw):
         ("study", "storage", 5, "expected str"),
         ("register", "metric", "mse", "not one of"),
         ("mlflow", "experiment", None, "expected str"),
+        ("model", "head", "siamese", "not one of"),
+        ("model", "pooling", "max", "not one of"),
+        ("model", "mlp_hidden", 0, "mlp_hidden"),
+        ("model", "mlp_dropout", 1.0, "mlp_dropout"),
+        ("model", "lowercase", "no", "expected bool"),
+        ("train", "precision", "fp8", "not one of"),
+        ("train", "torch_compile", "yes", "expected bool"),
+        ("study", "workers", 0, "workers"),
+        ("serve", "max_batch_size", 1, "max_batch_size"),
+        ("serve", "workers", "two", "expected int"),
     ],
 )
 def test_bad_values_are_rejected_with_the_key_named(raw, section, key, value, message):

@@ -397,3 +397,11 @@ def test_worker_shares_add_up_to_the_missing_trials():
         for workers in range(1, 5):
             shares = [worker_share(missing, workers, index) for index in range(workers)]
             assert sum(shares) == missing and max(shares) - min(shares) <= 1
+
+
+@pytest.mark.parametrize("argv", [["--worker", "one"], ["--worker", "1", "--trials", "x"], ["--workers", "2"]])
+def test_bad_worker_arguments_exit_with_usage_and_touch_no_store(stage_repo, argv, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        train.main(argv)
+    assert stopped.value.code == 2 and "usage: python -m pipeline.train" in capsys.readouterr().err
+    assert not (stage_repo / "studies/optuna.db").exists() and not (stage_repo / "mlflow.db").exists()
