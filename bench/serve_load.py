@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -92,12 +91,6 @@ def request_body(endpoint: str, pair: tuple[str, str]) -> dict[str, Any]:
     return {"pairs": [body]} if endpoint.endswith("similarity_batch") else body
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Server:
     """A server subprocess in its own process group, stopped by its PID (the group: BentoML's workers too)."""
 
@@ -141,7 +134,9 @@ class Server:
 
 def make_server(kind: str, home: Path, pair_folder: Path, overrides: dict[str, str], logs: Path) -> Server:
     """One of the three servers on a free port."""
-    port = free_port()
+    from pipeline.serving import free_local_port
+
+    port = free_local_port()
     env = {**os.environ, **BASE_ENV, "BENTOML_HOME": str(home)}
     python = sys.executable
     if kind == "naive":

@@ -54,9 +54,6 @@ def load_tokenizer(source: str, lowercase: bool | None = None):
         raise ConfigError(f"cannot load a tokenizer from {source!r}: {error}") from error
 
 
-HEADS = ("cross", "mlp", "bi")
-
-
 def load_cross_encoder(source: str):
     """A sequence-classification model with one regression output, from safetensors weights.
 

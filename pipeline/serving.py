@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -119,3 +120,10 @@ def load_serve_settings(
         if raw_value is not None:
             values[name] = _parse_env_value(raw_value, hints[name], name)
     return check_settings(build_section(ServeSettings, values, SECTION))
+
+
+def free_local_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server the tests or a benchmark start)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.serving import free_local_port
 from pipeline.toy_models import write_small_mirror
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,12 +104,6 @@ def repo_copy(tmp_path) -> Path:
     return target
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def postgres_url():
     """A throwaway PostgreSQL server from Debian's packages on 127.0.0.1 (as the postgres user; CI runs as root)."""
@@ -125,7 +120,7 @@ def postgres_url():
 
     folder = Path(tempfile.mkdtemp(prefix="pytest-postgres-"))  # not under pytest's 0700 tree: postgres must enter it
     shutil.chown(folder, "postgres")
-    data, port = folder / "data", free_port()
+    data, port = folder / "data", free_local_port()
 
     def as_postgres(*command: str) -> None:
         subprocess.run(["runuser", "-u", "postgres", "--", *command], check=True, capture_output=True, timeout=120)

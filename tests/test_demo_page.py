@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 # The service fixtures (shared with tests/test_service.py: one server per session).
-from tests.conftest import free_port
+from pipeline.serving import free_local_port
 from tests.test_service import PAIRS, bento_store, champion_folder, offline_scores, served  # noqa: F401
 
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C WebDriver element key
@@ -94,7 +94,7 @@ def browser(tmp_path_factory):
     driver = shutil.which("chromedriver")
     if binary is None or driver is None:
         pytest.fail(f"headless Chromium is needed for the demo page test: {INSTALL} (found browser={binary}, driver={driver})")
-    port = free_port()
+    port = free_local_port()
     log = tmp_path_factory.mktemp("chromedriver") / "chromedriver.log"
     command = [driver, f"--port={port}", f"--log-path={log}"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)

@@ -26,8 +26,8 @@ import yaml
 
 from pipeline.errors import ConfigError
 from pipeline.models import ModelSettings, load_cross_encoder, load_tokenizer, save_pair_model
-from pipeline.serving import ServeSettings, load_serve_settings
-from tests.conftest import OFFLINE_ENV, REPO, free_port
+from pipeline.serving import ServeSettings, free_local_port, load_serve_settings
+from tests.conftest import OFFLINE_ENV, REPO
 
 MODEL_NAME = "korean-sts-similarity"
 REGISTRY_VERSION = "7"
@@ -142,7 +142,7 @@ def make_bento_store(champion_folder: Path, tmp_path_factory) -> dict[str, str]:
 @contextlib.contextmanager
 def bentoml_server(target: str, home: Path, env: dict[str, str]):
     """`bentoml serve TARGET` on a free loopback port in its own process group; yields the base URL, then stops it by PID."""
-    port = free_port()
+    port = free_local_port()
     log = home / f"serve-{port}.log"
     command = [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)]
     with log.open("w") as stream:
