@@ -54,8 +54,8 @@ class LengthGroupedBatchSampler(DefaultBatchSampler):
 class PairScoreEvaluator(EmbeddingSimilarityEvaluator):
     """sentence-transformers' EmbeddingSimilarityEvaluator plus our metrics on the 0-5 scale.
 
-    Adds pearson, spearman, f1 (at 3.0) and mse of 5 x cosine, the numbers every head reports, from the
-    embeddings the library evaluator computes (no second pass).
+    Adds pearson, spearman, f1 (at 3.0) and mse of 5 x cosine, the numbers every head reports, and the
+    validation loss, from the embeddings the library evaluator computes (no second pass).
     """
 
     def __init__(self, sentences1: list[str], sentences2: list[str], scores: list[float], batch_size: int) -> None:
@@ -72,7 +72,10 @@ class PairScoreEvaluator(EmbeddingSimilarityEvaluator):
         self._embedded = []
         metrics = super().__call__(model, output_path, epoch, steps)
         first, second = self._embedded
-        ours = similarity_metrics(self.gold, scores_from_cosine(pairwise_cosine(first, second)), SIMILAR_AT)
+        cosine = pairwise_cosine(first, second)
+        ours = similarity_metrics(self.gold, scores_from_cosine(cosine), SIMILAR_AT)
         metrics.update({name: (0.0 if value is None else float(value)) for name, value in ours.items() if name != "pairs"})
+        # CosineSimilarityLoss over the whole split: Trainer computes no eval loss for a DDP-wrapped bi-encoder.
+        metrics["loss"] = float(np.mean((cosine - self.gold / MAX_SCORE) ** 2))
         self.primary_metric = "pearson"
         return metrics

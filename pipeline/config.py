@@ -63,6 +63,7 @@ class TrainParams:
     eval_batch_size: int
     torch_compile: bool  # torch.compile the model (GPU runners; minutes of compile time, faster steps after)
     precision: Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 on Ampere+ GPUs, fp16 on older ones, fp32 on CPU
+    data_parallel: int | Literal["auto"]  # processes per trial (torchrun + DDP); auto: the GPUs this worker has
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,8 +152,15 @@ def _check_value(value: Any, annotation: Any, where: str) -> Any:
         options = typing.get_args(annotation)
         if value is None and type(None) in options:
             return None
-        (inner,) = [option for option in options if option is not type(None)]
-        return _check_value(value, inner, where)
+        inner = [option for option in options if option is not type(None)]
+        if len(inner) == 1:
+            return _check_value(value, inner[0], where)
+        for option in inner:
+            try:
+                return _check_value(value, option, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: expected {' or '.join(_describe(option) for option in inner)}, got {value!r}")
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if annotation is int and isinstance(value, bool):
@@ -160,6 +168,12 @@ def _check_value(value: Any, annotation: Any, where: str) -> Any:
     if not isinstance(value, annotation):
         raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")
     return value
+
+
+def _describe(annotation: Any) -> str:
+    if typing.get_origin(annotation) is Literal:
+        return " or ".join(repr(choice) for choice in typing.get_args(annotation))
+    return annotation.__name__
 
 
 def build_section(cls: type, raw: Any, section: str) -> Any:
@@ -200,6 +214,8 @@ def _check_ranges(params: Params) -> None:
         raise ConfigError("train.warmup_ratio must lie in [0, 1)")
     if train.max_train_pairs is not None and train.max_train_pairs < 1:
         raise ConfigError("train.max_train_pairs must be null or at least 1")
+    if train.data_parallel != "auto" and train.data_parallel < 1:
+        raise ConfigError("train.data_parallel must be auto or at least 1")
     _check_study(params.study)
     if not 0 <= params.evaluate.threshold <= 5:
         raise ConfigError("evaluate.threshold must lie in [0, 5]")

@@ -7,7 +7,6 @@ metrics (loss, pearson, spearman, f1, mse on the 0-5 scale) at every epoch and k
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import distributed
 from pipeline.config import ModelParams, TrainParams
 from pipeline.errors import ConfigError
 from pipeline.metrics import MAX_SCORE, SIMILAR_AT, similarity_metrics
@@ -30,6 +30,7 @@ class FinetuneResult:
     history: list[dict[str, float]] = field(default_factory=list)
     train_pairs: int = 0
     train_seconds: float = 0.0
+    train_steps: int = 0  # optimizer steps (data-parallel processes split each epoch's batches)
 
 
 def _bar_only_progress():
@@ -88,7 +89,11 @@ def mixed_precision(choice: str, cuda: bool, bf16_supported: bool) -> dict[str, 
 
 
 def training_arguments(config: TrainParams, checkpoint_dir: str, arguments_class=None, **overrides: Any):
-    """TrainingArguments for one run: linear warmup, AdamW, length-grouped batches, best epoch by Pearson."""
+    """TrainingArguments for one run: linear warmup, AdamW, length-grouped batches, best epoch by Pearson.
+
+    Under torchrun Trainer trains data-parallel by itself (DDP over NCCL on GPUs); on CPU it needs to be
+    told to use the gloo backend.
+    """
     import torch
     from transformers import TrainingArguments
 
@@ -123,6 +128,8 @@ def training_arguments(config: TrainParams, checkpoint_dir: str, arguments_class
         "torch_compile": config.torch_compile,
         **mixed_precision(config.precision, cuda, cuda and torch.cuda.is_bf16_supported()),
     }
+    if distributed.active() and not cuda:
+        settings.update(use_cpu=True, ddp_backend="gloo")
     settings.update(overrides)
     return (arguments_class or TrainingArguments)(**settings)
 
@@ -194,7 +201,7 @@ def finetune(
 
     set_seed(config.seed)  # before loading, so a new head starts the same every run
     train_pairs = select_train_pairs(train_pairs, config.max_train_pairs, config.seed)
-    with tempfile.TemporaryDirectory(prefix="checkpoints-") as checkpoint_dir:
+    with distributed.shared_temporary_directory(prefix="checkpoints-") as checkpoint_dir:
         if model_params.head == "bi":
             from sentence_transformers import SentenceTransformerTrainingArguments
 
@@ -224,5 +231,11 @@ def finetune(
             if "eval_pearson" in entry
         ]
     best = max(history, key=lambda entry: entry[best_metric])
-    result = FinetuneResult(best_metrics=best, history=history, train_pairs=len(train_pairs), train_seconds=seconds)
+    result = FinetuneResult(
+        best_metrics=best,
+        history=history,
+        train_pairs=len(train_pairs),
+        train_seconds=seconds,
+        train_steps=trainer.state.global_step,
+    )
     return trainer.model, result

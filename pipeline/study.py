@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline import distributed
 from pipeline.config import ModelParams, SearchSpace, StudyParams, TrainParams
 from pipeline.errors import PipelineError
 from pipeline.finetune import finetune
@@ -131,20 +132,27 @@ def finished_trial_count(study) -> int:
 
 
 def trial_reporter(trial):
-    """A Trainer callback: per-epoch validation metrics to MLflow and to the pruner; prunes when told."""
+    """A Trainer callback: per-epoch validation metrics to MLflow and to the pruner; prunes when told.
+
+    `trial` is an Optuna trial, or its TorchDistributedTrial wrapper on every rank of a data-parallel trial.
+    """
     import mlflow
     import optuna
     from transformers import TrainerCallback
 
     class TrialReporter(TrainerCallback):
+        # Every data-parallel rank calls these; only rank 0 logs, all join report / should_prune (collective).
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
+            if logs and "loss" in logs and state.is_world_process_zero:
                 mlflow.log_metric("train_loss", logs["loss"], step=round(state.epoch or 0))
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             epoch = round(state.epoch)
             values = {key.removeprefix("eval_"): value for key, value in (metrics or {}).items()}
-            mlflow.log_metrics({f"val_{key}": values[key] for key in ("loss", "pearson", "spearman", "f1", "mse")}, step=epoch)
+            if state.is_world_process_zero:
+                mlflow.log_metrics(
+                    {f"val_{key}": values[key] for key in ("loss", "pearson", "spearman", "f1", "mse")}, step=epoch
+                )
             trial.report(values["pearson"], epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"trial {trial.number} pruned after epoch {epoch}")
@@ -167,13 +175,41 @@ class StudyContext:
     parent_run_id: str
 
 
+def trial_setup(trial, context: StudyContext) -> TrialSetup:
+    return suggest_trial_setup(trial, context.params.search, context.base_train, context.model.name)
+
+
+def train_trial(trial, setup: TrialSetup, context: StudyContext):
+    """Fine-tune the trial's setup, reporting each epoch to the trial: what every data-parallel rank runs."""
+    train_pairs, validation_pairs, tokenizer = context.pairs_for_model(setup.model_name)
+    return finetune(
+        context.resolve(setup.model_name),
+        context.model,
+        train_pairs,
+        validation_pairs,
+        tokenizer,
+        setup.train,
+        callbacks=[trial_reporter(trial)],
+        best_metric=context.params.objective,
+        quiet=True,
+    )
+
+
+def follow_trials(context: StudyContext) -> int:
+    """A data-parallel follower rank: train every trial rank 0 announces (see pipeline.distributed)."""
+    return distributed.follow_trials(lambda trial: train_trial(trial, trial_setup(trial, context), context))
+
+
 def make_objective(context: StudyContext) -> Callable:
-    """The Optuna objective: one nested MLflow run around one finetune; saves the trial's model."""
+    """The Optuna objective: one nested MLflow run around one finetune; saves the trial's model.
+
+    In a data-parallel run this is rank 0's side of the trial; the other ranks run `train_trial` with it.
+    """
     import mlflow
     import optuna
 
     def objective(trial) -> float:
-        setup = suggest_trial_setup(trial, context.params.search, context.base_train, context.model.name)
+        shared = distributed.shared_trial(trial)
         run = mlflow.start_run(
             run_name=f"trial-{trial.number}",
             nested=True,
@@ -184,35 +220,28 @@ def make_objective(context: StudyContext) -> Callable:
         trial.set_user_attr("worker", WORKER_ID)
         status = "FAILED"
         try:
+            setup = trial_setup(shared, context)
             mlflow.log_params(
                 {
                     **trial.params,
                     "model_name": setup.model_name,
                     "head": context.model.head,
                     "max_train_pairs": setup.train.max_train_pairs,
+                    "data_parallel_processes": distributed.world_size(),
                 }
             )
-            train_pairs, validation_pairs, tokenizer = context.pairs_for_model(setup.model_name)
-            model, result = finetune(
-                context.resolve(setup.model_name),
-                context.model,
-                train_pairs,
-                validation_pairs,
-                tokenizer,
-                setup.train,
-                callbacks=[trial_reporter(trial)],
-                best_metric=context.params.objective,
-                quiet=True,
-            )
+            model, result = train_trial(shared, setup, context)
             validation = {key: result.best_metrics[key] for key in ("loss", "pearson", "spearman", "f1", "mse")}
             trial.set_user_attr("validation", validation)
             trial.set_user_attr("train_seconds", round(result.train_seconds, 1))
             trial.set_user_attr("history", result.history)
             mlflow.log_metrics({f"best_val_{key}": value for key, value in validation.items()})
-            mlflow.log_metric("train_seconds", result.train_seconds)
+            mlflow.log_metrics(
+                {"train_seconds": result.train_seconds, "train_steps": result.train_steps, "train_pairs": result.train_pairs}
+            )
             save_pair_model(
                 model,
-                None if context.model.head == "bi" else tokenizer,  # a bi-encoder saves its own
+                None if context.model.head == "bi" else context.pairs_for_model(setup.model_name)[2],  # bi saves its own
                 context.settings_for_model(setup.model_name),
                 context.trials_dir / f"{TRIAL_DIR_PREFIX}{trial.number}",
             )
@@ -309,7 +338,8 @@ def run_trials(study, context: StudyContext, n_trials: int | None) -> None:
         make_objective(context),
         n_trials=n_trials,
         timeout=context.params.timeout_seconds,
-        catch=(RuntimeError, ValueError),
+        # A data-parallel trial that raised may have left other ranks inside a collective: stop, do not go on.
+        catch=() if distributed.active() else (RuntimeError, ValueError),
         callbacks=study_callbacks(context.params, context.trials_dir),
     )
 

@@ -85,30 +85,21 @@ class PairsByModel:
         return self.cache[model_name]
 
 
-@dataclasses.dataclass
-class OpenedStudy:
-    """The study, the trial context and the MLflow experiment, as every worker sees them."""
-
-    study: Any
-    context: Any
-    experiment_id: str
-    tags: dict[str, str]
-
-
-def open_opened_study(params: Params, root: Path, worker_index: int = 0) -> OpenedStudy:
-    """Connect to the MLflow experiment and the Optuna study (created on first use) with this worker's sampler."""
-    import mlflow
-
+def study_name_and_tags(params: Params, root: Path) -> tuple[str, dict[str, str]]:
+    """The stored study's name (<study.name>-<config hash>) and the tags of its MLflow runs."""
     from pipeline import study as studies
-    from pipeline.tracking import ensure_experiment, git_commit, mlflow_tracking_uri, optuna_storage_url
+    from pipeline.tracking import git_commit
 
     config_hash = study_config_hash(params)
     study_name = f"{params.study.name}-{config_hash}"
-    mlflow.set_tracking_uri(mlflow_tracking_uri(params.mlflow.tracking_uri, root))
-    experiment_id = ensure_experiment(params.mlflow.experiment, root)
-    study = studies.open_study(params.study, study_name, optuna_storage_url(params.study.storage, root), worker_index)
-    tags = {studies.STUDY_NAME_TAG: study_name, "git_commit": git_commit(root), "dvc_params_hash": config_hash}
-    context = studies.StudyContext(
+    return study_name, {studies.STUDY_NAME_TAG: study_name, "git_commit": git_commit(root), "dvc_params_hash": config_hash}
+
+
+def study_context(params: Params, study_name: str, tags: dict[str, str]):
+    """What every trial needs (the parent run id is filled in once the parent run exists)."""
+    from pipeline import study as studies
+
+    return studies.StudyContext(
         params=params.study,
         base_train=params.train,
         model=params.model,
@@ -121,17 +112,46 @@ def open_opened_study(params: Params, root: Path, worker_index: int = 0) -> Open
         run_tags=tags,
         parent_run_id="",
     )
-    return OpenedStudy(study, context, experiment_id, tags)
 
 
-def worker_environment(index: int, gpu_count: int, cpu_threads: int, environ: dict[str, str]) -> dict[str, str]:
-    """Worker index's environment, unless the user set these: on a multi-GPU runner its own GPU (index mod
-    count); on CPU its share of the cores (workers each taking every core measured 0.57x of one worker)."""
-    environment = dict(environ)
+@dataclasses.dataclass
+class StudyHandles:
+    """The study, the trial context and the MLflow experiment, as every worker sees them."""
+
+    study: Any
+    context: Any
+    experiment_id: str
+    tags: dict[str, str]
+
+
+def connect_study(params: Params, root: Path, worker_index: int = 0) -> StudyHandles:
+    """Connect to the MLflow experiment and the Optuna study (created on first use) with this worker's sampler."""
+    import mlflow
+
+    from pipeline import study as studies
+    from pipeline.tracking import ensure_experiment, mlflow_tracking_uri, optuna_storage_url
+
+    study_name, tags = study_name_and_tags(params, root)
+    mlflow.set_tracking_uri(mlflow_tracking_uri(params.mlflow.tracking_uri, root))
+    experiment_id = ensure_experiment(params.mlflow.experiment, root)
+    study = studies.open_study(params.study, study_name, optuna_storage_url(params.study.storage, root), worker_index)
+    return StudyHandles(study, study_context(params, study_name, tags), experiment_id, tags)
+
+
+def worker_environment(index: int, gpu_count: int, workers: int, cpu_threads: int, environ: dict[str, str]) -> dict[str, str]:
+    """Local worker index's environment: on a multi-GPU runner its slice of the GPUs (unless the user chose);
+    on CPU its share of the cores (workers each taking every core measured 0.57x of one worker).
+
+    Inside a torchrun rank, the launcher's variables are dropped (the worker launches its own ranks) and the
+    inherited OMP_NUM_THREADS is the rank's share, not the user's, so it is replaced.
+    """
+    from pipeline import distributed
+
+    environment = distributed.without_launcher_variables(environ)
     if gpu_count > 1:
-        environment.setdefault("CUDA_VISIBLE_DEVICES", str(index % gpu_count))
-    if gpu_count == 0:
-        environment.setdefault("OMP_NUM_THREADS", str(cpu_threads))
+        environment.setdefault("CUDA_VISIBLE_DEVICES", ",".join(map(str, distributed.worker_gpus(index, gpu_count, workers))))
+    if gpu_count == 0 and (distributed.launched() or "OMP_NUM_THREADS" not in environment):
+        environment["OMP_NUM_THREADS"] = str(cpu_threads)
     return environment
 
 
@@ -159,7 +179,7 @@ def start_workers(missing: int, workers: int, parent_run_id: str) -> list:
         subprocess.Popen(
             [*command, "--worker", str(index), "--trials", str(worker_share(missing, workers, index))],
             cwd=Path.cwd(),
-            env=worker_environment(index, gpus, threads, dict(os.environ)),
+            env=worker_environment(index, gpus, workers, threads, dict(os.environ)),
         )
         for index in range(1, workers)
     ]
@@ -174,43 +194,31 @@ def run_worker(params: Params, worker_index: int, parent_run_id: str | None, n_t
     """
     from pipeline import study as studies
 
-    opened = open_opened_study(params, Path.cwd(), worker_index)
-    parent_run_id = parent_run_id or studies.find_parent_run(opened.experiment_id, opened.study.study_name)
+    handles = connect_study(params, Path.cwd(), worker_index)
+    parent_run_id = parent_run_id or studies.find_parent_run(handles.experiment_id, handles.study.study_name)
     if not parent_run_id:
-        raise PipelineError(f"study {opened.study.study_name}: no parent run yet; start the train stage first")
-    opened.context.parent_run_id = parent_run_id
-    if studies.finished_trial_count(opened.study) < params.study.n_trials:
-        studies.run_trials(opened.study, opened.context, n_trials)
+        raise PipelineError(f"study {handles.study.study_name}: no parent run yet; start the train stage first")
+    handles.context.parent_run_id = parent_run_id
+    if studies.finished_trial_count(handles.study) < params.study.n_trials:
+        studies.run_trials(handles.study, handles.context, n_trials)
 
 
-def main(argv: Sequence[str] = ()) -> None:
-    import argparse
-
+def run_study(params: Params) -> None:
+    """The stage: run the study's missing trials (with any extra workers), then write the best model and reports."""
     import mlflow
-    import optuna
 
     from pipeline import study as studies
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__)
-    parser.add_argument("--worker", type=int, metavar="INDEX", help="run as extra worker INDEX (1..): trials only")
-    parser.add_argument("--parent-run-id", help="the study's MLflow parent run (found by tag when omitted)")
-    parser.add_argument("--trials", type=int, help="worker: trials to run (default: until the study has study.n_trials)")
-    args = parser.parse_args(list(argv))
-    params = load_params()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if args.worker is not None:
-        run_worker(params, args.worker, args.parent_run_id, args.trials)
-        return
-    opened = open_opened_study(params, Path.cwd())
-    study, context = opened.study, opened.context
+    handles = connect_study(params, Path.cwd())
+    study, context = handles.study, handles.context
     if not study.get_trials(deepcopy=False):
         study.enqueue_trial(studies.baseline_trial_params(params.train, params.study.search, params.model.name))
-    parent_run_id = studies.find_parent_run(opened.experiment_id, study.study_name)
+    parent_run_id = studies.find_parent_run(handles.experiment_id, study.study_name)
     with mlflow.start_run(
         run_id=parent_run_id,
-        experiment_id=opened.experiment_id,
+        experiment_id=handles.experiment_id,
         run_name=study.study_name,
-        tags=None if parent_run_id else {**opened.tags, studies.STUDY_ROLE_TAG: "study"},
+        tags=None if parent_run_id else {**handles.tags, studies.STUDY_ROLE_TAG: "study"},
     ) as parent:
         context.parent_run_id = parent.info.run_id
         finished = studies.finished_trial_count(study)
@@ -251,6 +259,44 @@ def main(argv: Sequence[str] = ()) -> None:
     )
     studies.write_study_report(STUDY_REPORT, study, best, context.parent_run_id)
     print(f"train: best trial {best.number} {best.params}: validation {best.user_attrs['validation']} -> {MODEL_DIR}")
+
+
+def main(argv: Sequence[str] = ()) -> None:
+    import argparse
+    import os
+
+    import optuna
+    import torch
+
+    from pipeline import distributed
+    from pipeline import study as studies
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__)
+    parser.add_argument("--worker", type=int, metavar="INDEX", help="run as extra worker INDEX (1..): trials only")
+    parser.add_argument("--parent-run-id", help="the study's MLflow parent run (found by tag when omitted)")
+    parser.add_argument("--trials", type=int, help="worker: trials to run (default: until the study has study.n_trials)")
+    args = parser.parse_args(list(argv))
+    params = load_params()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # An extra worker (here or on another host) trains on every GPU it is given; the stage shares its GPUs.
+    sharing = 1 if args.worker is not None else params.study.workers
+    processes = distributed.processes_per_trial(params.train.data_parallel, torch.cuda.device_count(), sharing)
+    if processes > 1 and not distributed.launched():
+        distributed.relaunch(processes, argv, int(os.environ.get("OMP_NUM_THREADS") or cpu_threads_per_worker(sharing)))
+        return
+    if distributed.launched():
+        distributed.start()
+    try:
+        if not distributed.is_leader():
+            study_name, tags = study_name_and_tags(params, Path.cwd())
+            studies.follow_trials(study_context(params, study_name, tags))
+        elif args.worker is not None:
+            run_worker(params, args.worker, args.parent_run_id, args.trials)
+        else:
+            run_study(params)
+    finally:
+        distributed.release_followers()
+        distributed.stop()
 
 
 if __name__ == "__main__":

@@ -381,13 +381,78 @@ def test_a_worker_killed_mid_trial_is_picked_up_by_the_other(stage_repo):
     assert len(parents) == 1 and len(children) == len(trials)
 
 
-def test_each_local_worker_gets_its_own_gpu_or_its_share_of_the_cores():
-    assert train.worker_environment(1, 4, 1, {"A": "1"}) == {"A": "1", "CUDA_VISIBLE_DEVICES": "1"}
-    assert train.worker_environment(5, 4, 1, {})["CUDA_VISIBLE_DEVICES"] == "1"
-    assert train.worker_environment(1, 1, 1, {}) == {}  # one GPU: shared, torch's own threads
-    assert train.worker_environment(1, 4, 1, {"CUDA_VISIBLE_DEVICES": "2,3"})["CUDA_VISIBLE_DEVICES"] == "2,3"  # user's choice
-    assert train.worker_environment(1, 0, 3, {}) == {"OMP_NUM_THREADS": "3"}  # CPU: its share of the cores
-    assert train.worker_environment(1, 0, 3, {"OMP_NUM_THREADS": "8"}) == {"OMP_NUM_THREADS": "8"}
+@pytest.mark.parametrize("head", ["bi", "cross"])
+def test_a_data_parallel_trial_is_trained_by_two_processes_under_one_run(stage_repo, monkeypatch, head):
+    """train.data_parallel: 2 on CPU -> the stage relaunches under torchrun; each trial is trained by two gloo
+    ranks (Trainer's DDP: each rank takes half of every epoch's batches); rank 0 alone talks to Optuna and MLflow."""
+    import math
+
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the ranks are `python -m pipeline.train` under torchrun
+    params = yaml.safe_load((stage_repo / "params.yaml").read_text(encoding="utf-8"))
+    params["model"]["head"] = head
+    params["train"]["data_parallel"] = 2
+    params["study"]["n_trials"] = 2
+    (stage_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    train.main()
+    report = json.loads((stage_repo / "reports/study.json").read_text(encoding="utf-8"))
+    assert [(trial["number"], trial["state"]) for trial in report["trials"]] == [(0, "COMPLETE"), (1, "COMPLETE")]
+    parents, children = runs_of(stage_repo)
+    assert len(parents) == 1 and len(children) == 2
+    assert len({child.data.tags["worker"] for child in children}) == 1  # one leader process ran both objectives
+    for child in children:
+        assert child.data.params["data_parallel_processes"] == "2"
+        pairs, batch_size = int(child.data.metrics["train_pairs"]), int(child.data.params["batch_size"])
+        steps_per_epoch = child.data.metrics["train_steps"] / int(child.data.params["epochs"])
+        # One process takes ceil(pairs / batch_size) steps; two take half (rounding and a dropped last batch aside).
+        assert (pairs // 2) // batch_size <= steps_per_epoch <= math.ceil(math.ceil(pairs / batch_size) / 2)
+    scorer = PairScorer.from_folder(stage_repo / "models/model")
+    assert scorer.settings.head == head
+    assert np.isfinite(scorer.score([("오늘 날씨가 좋다", "날씨가 맑다")])).all()
+
+
+def test_each_local_worker_gets_its_own_gpus_or_its_share_of_the_cores(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert train.worker_environment(1, 4, 4, 1, {"A": "1"}) == {"A": "1", "CUDA_VISIBLE_DEVICES": "1"}
+    assert train.worker_environment(5, 4, 6, 1, {})["CUDA_VISIBLE_DEVICES"] == "1"  # more workers than GPUs: shared
+    assert train.worker_environment(1, 4, 2, 1, {})["CUDA_VISIBLE_DEVICES"] == "2,3"  # fewer: a slice each
+    assert train.worker_environment(1, 1, 2, 1, {}) == {}  # one GPU: shared, torch's own threads
+    assert train.worker_environment(1, 4, 2, 1, {"CUDA_VISIBLE_DEVICES": "0"})["CUDA_VISIBLE_DEVICES"] == "0"  # user's choice
+    assert train.worker_environment(1, 0, 2, 3, {}) == {"OMP_NUM_THREADS": "3"}  # CPU: its share of the cores
+    assert train.worker_environment(1, 0, 2, 3, {"OMP_NUM_THREADS": "8"}) == {"OMP_NUM_THREADS": "8"}
+
+
+def test_a_worker_started_by_a_torchrun_rank_does_not_inherit_the_rank(monkeypatch):
+    rank = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "29500", "TORCHELASTIC_RUN_ID": "x"}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    environment = train.worker_environment(1, 0, 2, 3, {**rank, "OMP_NUM_THREADS": "1", "PATH": "/bin"})
+    assert environment == {"PATH": "/bin", "OMP_NUM_THREADS": "3"}  # the rank's thread share is not the worker's
+
+
+@pytest.mark.parametrize(
+    ("setting", "gpus", "workers", "processes"),
+    [
+        ("auto", 0, 1, 1),  # CPU: one process unless asked
+        ("auto", 1, 1, 1),
+        ("auto", 4, 1, 4),  # every GPU trains each trial
+        ("auto", 4, 2, 2),  # two workers: two GPUs each
+        ("auto", 2, 4, 1),  # more workers than GPUs: one each, shared
+        (2, 0, 1, 2),  # two gloo processes on CPU
+        (2, 4, 2, 2),
+        (1, 8, 1, 1),
+    ],
+)
+def test_processes_per_trial(setting, gpus, workers, processes):
+    from pipeline.distributed import processes_per_trial
+
+    assert processes_per_trial(setting, gpus, workers) == processes
+
+
+def test_more_data_parallel_processes_than_gpus_is_a_clear_error():
+    from pipeline.distributed import processes_per_trial
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.data_parallel 2 x study.workers 2 needs 4 GPUs; this runner has 2"):
+        processes_per_trial(2, 2, 2)
 
 
 def test_worker_shares_add_up_to_the_missing_trials():

@@ -1,5 +1,6 @@
 """Tokenize -> finetune -> save -> reload -> score, for each head on tiny BERT and RoBERTa models and a slice of the mirror."""
 
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,9 @@ TINY_TRAIN = TrainParams(
     eval_batch_size=32,
     torch_compile=False,
     precision="auto",
+    data_parallel="auto",
 )
-HEADS = ("cross", "mlp", "bi")
+HEADS = typing.get_args(typing.get_type_hints(ModelParams)["head"])
 
 
 def model_params(head: str) -> ModelParams:
