@@ -321,6 +321,80 @@ def test_two_workers_share_one_study_and_one_parent_run(stage_repo, monkeypatch,
     assert kept == [f"trial-{report['best_trial']}"]
 
 
+@pytest.fixture()
+def tracking_server(postgres_url, tmp_path):
+    """`make tracking-server` (the README's recipe) on a PostgreSQL backend and an artifact folder, on 127.0.0.1."""
+    import signal
+    import subprocess
+    import time
+
+    import httpx
+    import psycopg2
+
+    from pipeline.serving import free_local_port
+
+    connection = psycopg2.connect(postgres_url.replace("postgresql+psycopg2", "postgresql"))
+    connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
+    connection.cursor().execute("CREATE DATABASE mlflow_server")
+    connection.close()
+    backend = postgres_url.rsplit("/", 1)[0] + "/mlflow_server"
+    artifacts, port = tmp_path / "server-artifacts", free_local_port()
+    server = subprocess.Popen(
+        ["make", "-s", "-C", str(REPO), "tracking-server", f"MLFLOW_BACKEND={backend}", f"ARTIFACTS={artifacts}", f"PORT={port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert server.poll() is None, "the tracking server exited"
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+        else:
+            pytest.fail("the tracking server did not become healthy in 180 s")
+        yield url, backend, artifacts
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def test_workers_and_the_registry_share_a_tracking_server_on_postgresql(stage_repo, monkeypatch, tracking_server, postgres_url):
+    """The scale-out recipe end to end: Optuna on PostgreSQL, MLflow through a server on PostgreSQL with its own
+    artifact store; two workers, one parent run, the plots in the server's store, the champion in its registry."""
+    import mlflow
+    import psycopg2
+
+    url, backend, artifacts = tracking_server
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("OPTUNA_STORAGE", postgres_url)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    set_study(stage_repo, n_trials=2, workers=2, name="on-server")  # a study of its own in the session's PostgreSQL
+    train.main()
+    evaluate.main()
+    register.main()
+
+    mlflow.set_tracking_uri(url)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name("korean-sts")
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")  # the server's store, not a local path
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [run for run in runs if run.data.tags.get("korean_sts.role") == "study"]
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 2 and len({child.data.tags["worker"] for child in children}) == 2
+    assert (artifacts / experiment.experiment_id / parents[0].info.run_id / "artifacts/plots/optimization_history.png").is_file()
+    assert str(client.get_model_version_by_alias("korean-sts-similarity", "champion").version) == "1"
+    with psycopg2.connect(backend.replace("postgresql+psycopg2", "postgresql")) as connection:
+        cursor = connection.cursor()
+        cursor.execute("SELECT count(*) FROM runs")
+        assert cursor.fetchone()[0] >= 3  # the runs live in PostgreSQL (register may add its own)
+    assert not (stage_repo / "mlflow.db").exists() and not (stage_repo / "mlartifacts").exists()
+
+
 def test_a_worker_killed_mid_trial_is_picked_up_by_the_other(stage_repo):
     """SIGKILL the extra worker inside its trial: the stage's own process fails it by heartbeat and retries it."""
     import signal
