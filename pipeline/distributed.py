@@ -70,9 +70,9 @@ def worker_gpus(index: int, gpu_count: int, workers: int) -> list[int]:
     return list(range(index * per_worker, (index + 1) * per_worker))
 
 
-def launched() -> bool:
-    """True in a rank started by torchrun with more than one process."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+def launched(environ: Mapping[str, str] = os.environ) -> bool:
+    """True in a rank started by torchrun with more than one process (judged by the given environment)."""
+    return int(environ.get("WORLD_SIZE", "1")) > 1
 
 
 def without_launcher_variables(environ: Mapping[str, str]) -> dict[str, str]:
@@ -171,8 +171,8 @@ def release_followers() -> None:
         _broadcast(NO_MORE_TRIALS)
 
 
-def follow_trials(train_trial: Callable[[Any], Any]) -> int:
-    """Follower: train each trial the leader announces, until it says there are no more; returns the count.
+def follow_trials(train_trial: Callable[[Any], Any]) -> None:
+    """Follower: train each trial the leader announces, until it says there are no more.
 
     A pruned trial is pruned on every rank at once (the decision is broadcast); any other error ends this
     rank, and torchrun then stops the others (the stage fails; a rerun resumes the study).
@@ -180,12 +180,9 @@ def follow_trials(train_trial: Callable[[Any], Any]) -> int:
     import optuna
     from optuna_integration import TorchDistributedTrial
 
-    trials = 0
     while _broadcast(None) == NEXT_TRIAL:
         with suppress(optuna.TrialPruned):
             train_trial(TorchDistributedTrial(None, group=_control_group))
-        trials += 1
-    return trials
 
 
 @contextmanager

@@ -180,9 +180,12 @@ def trial_setup(trial, context: StudyContext) -> TrialSetup:
 
 
 def train_trial(trial, setup: TrialSetup, context: StudyContext):
-    """Fine-tune the trial's setup, reporting each epoch to the trial: what every data-parallel rank runs."""
+    """Fine-tune the trial's setup, reporting each epoch to the trial: what every data-parallel rank runs.
+
+    Returns (model, FinetuneResult, tokenizer); the tokenizer is None for the bi head (it saves its own).
+    """
     train_pairs, validation_pairs, tokenizer = context.pairs_for_model(setup.model_name)
-    return finetune(
+    model, result = finetune(
         context.resolve(setup.model_name),
         context.model,
         train_pairs,
@@ -193,11 +196,12 @@ def train_trial(trial, setup: TrialSetup, context: StudyContext):
         best_metric=context.params.objective,
         quiet=True,
     )
+    return model, result, tokenizer
 
 
-def follow_trials(context: StudyContext) -> int:
+def follow_trials(context: StudyContext) -> None:
     """A data-parallel follower rank: train every trial rank 0 announces (see pipeline.distributed)."""
-    return distributed.follow_trials(lambda trial: train_trial(trial, trial_setup(trial, context), context))
+    distributed.follow_trials(lambda trial: train_trial(trial, trial_setup(trial, context), context))
 
 
 def make_objective(context: StudyContext) -> Callable:
@@ -230,7 +234,7 @@ def make_objective(context: StudyContext) -> Callable:
                     "data_parallel_processes": distributed.world_size(),
                 }
             )
-            model, result = train_trial(shared, setup, context)
+            model, result, tokenizer = train_trial(shared, setup, context)
             validation = {key: result.best_metrics[key] for key in ("loss", "pearson", "spearman", "f1", "mse")}
             trial.set_user_attr("validation", validation)
             trial.set_user_attr("train_seconds", round(result.train_seconds, 1))
@@ -241,7 +245,7 @@ def make_objective(context: StudyContext) -> Callable:
             )
             save_pair_model(
                 model,
-                None if context.model.head == "bi" else context.pairs_for_model(setup.model_name)[2],  # bi saves its own
+                tokenizer,
                 context.settings_for_model(setup.model_name),
                 context.trials_dir / f"{TRIAL_DIR_PREFIX}{trial.number}",
             )

@@ -150,7 +150,7 @@ def worker_environment(index: int, gpu_count: int, workers: int, cpu_threads: in
     environment = distributed.without_launcher_variables(environ)
     if gpu_count > 1:
         environment.setdefault("CUDA_VISIBLE_DEVICES", ",".join(map(str, distributed.worker_gpus(index, gpu_count, workers))))
-    if gpu_count == 0 and (distributed.launched() or "OMP_NUM_THREADS" not in environment):
+    if gpu_count == 0 and (distributed.launched(environ) or "OMP_NUM_THREADS" not in environment):
         environment["OMP_NUM_THREADS"] = str(cpu_threads)
     return environment
 

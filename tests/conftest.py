@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -102,6 +107,40 @@ def repo_copy(tmp_path) -> Path:
         else:
             shutil.copy2(source, target / name)
     return target
+
+
+@contextlib.contextmanager
+def running_server(name: str, command: Sequence[str], ready_url: str, log: Path, timeout: float = 180, **popen) -> Iterator[None]:
+    """Run a server in its own process group until `ready_url` answers 200; afterwards stop the group by its PID.
+
+    A server that exits or is not ready in time fails the test with the tail of its log.
+    """
+    import httpx
+
+    with log.open("w") as stream:
+        process = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True, **popen)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"{name} exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                if httpx.get(ready_url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name} not ready after {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+            time.sleep(0.3)
+        yield
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)  # the server's own process group: its workers too
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -27,7 +26,7 @@ import yaml
 from pipeline.errors import ConfigError
 from pipeline.models import ModelSettings, load_cross_encoder, load_tokenizer, save_pair_model
 from pipeline.serving import ServeSettings, free_local_port, load_serve_settings
-from tests.conftest import OFFLINE_ENV, REPO
+from tests.conftest import OFFLINE_ENV, REPO, running_server
 
 MODEL_NAME = "korean-sts-similarity"
 REGISTRY_VERSION = "7"
@@ -143,35 +142,12 @@ def make_bento_store(champion_folder: Path, tmp_path_factory) -> dict[str, str]:
 def bentoml_server(target: str, home: Path, env: dict[str, str]):
     """`bentoml serve TARGET` on a free loopback port in its own process group; yields the base URL, then stops it by PID."""
     port = free_local_port()
-    log = home / f"serve-{port}.log"
     command = [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("w") as stream:
-        process = subprocess.Popen(
-            command, cwd=REPO, env=python_env(home, **env), stdout=stream, stderr=subprocess.STDOUT, start_new_session=True
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"bentoml serve {target} exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"bentoml serve {target} not ready after 180 s:\n{log.read_text()[-4000:]}")
-            time.sleep(0.3)
+    with running_server(
+        f"bentoml serve {target}", command, f"{url}/readyz", home / f"serve-{port}.log", cwd=REPO, env=python_env(home, **env)
+    ):
         yield url
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)  # the server's own process group: BentoML's workers too
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

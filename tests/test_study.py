@@ -15,7 +15,7 @@ from pipeline.register import decide_champion
 from pipeline.scoring import PairScorer
 from pipeline.study import pick_best_trial
 from pipeline.tracking import StoreError, optuna_storage_url
-from tests.conftest import REPO
+from tests.conftest import REPO, running_server
 
 
 @pytest.fixture()
@@ -324,11 +324,6 @@ def test_two_workers_share_one_study_and_one_parent_run(stage_repo, monkeypatch,
 @pytest.fixture()
 def tracking_server(postgres_url, tmp_path):
     """`make tracking-server` (the README's recipe) on a PostgreSQL backend and an artifact folder, on 127.0.0.1."""
-    import signal
-    import subprocess
-    import time
-
-    import httpx
     import psycopg2
 
     from pipeline.serving import free_local_port
@@ -339,28 +334,11 @@ def tracking_server(postgres_url, tmp_path):
     connection.close()
     backend = postgres_url.rsplit("/", 1)[0] + "/mlflow_server"
     artifacts, port = tmp_path / "server-artifacts", free_local_port()
-    server = subprocess.Popen(
-        ["make", "-s", "-C", str(REPO), "tracking-server", f"MLFLOW_BACKEND={backend}", f"ARTIFACTS={artifacts}", f"PORT={port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    settings = [f"MLFLOW_BACKEND={backend}", f"ARTIFACTS={artifacts}", f"PORT={port}"]
+    command = ["make", "-s", "-C", str(REPO), "tracking-server", *settings]
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert server.poll() is None, "the tracking server exited"
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(1)
-        else:
-            pytest.fail("the tracking server did not become healthy in 180 s")
+    with running_server("make tracking-server", command, f"{url}/health", tmp_path / "tracking-server.log"):
         yield url, backend, artifacts
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
 
 
 def test_workers_and_the_registry_share_a_tracking_server_on_postgresql(stage_repo, monkeypatch, tracking_server, postgres_url):
@@ -484,8 +462,7 @@ def test_a_data_parallel_trial_is_trained_by_two_processes_under_one_run(stage_r
     assert np.isfinite(scorer.score([("오늘 날씨가 좋다", "날씨가 맑다")])).all()
 
 
-def test_each_local_worker_gets_its_own_gpus_or_its_share_of_the_cores(monkeypatch):
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
+def test_each_local_worker_gets_its_own_gpus_or_its_share_of_the_cores():
     assert train.worker_environment(1, 4, 4, 1, {"A": "1"}) == {"A": "1", "CUDA_VISIBLE_DEVICES": "1"}
     assert train.worker_environment(5, 4, 6, 1, {})["CUDA_VISIBLE_DEVICES"] == "1"  # more workers than GPUs: shared
     assert train.worker_environment(1, 4, 2, 1, {})["CUDA_VISIBLE_DEVICES"] == "2,3"  # fewer: a slice each
@@ -495,9 +472,8 @@ def test_each_local_worker_gets_its_own_gpus_or_its_share_of_the_cores(monkeypat
     assert train.worker_environment(1, 0, 2, 3, {"OMP_NUM_THREADS": "8"}) == {"OMP_NUM_THREADS": "8"}
 
 
-def test_a_worker_started_by_a_torchrun_rank_does_not_inherit_the_rank(monkeypatch):
+def test_a_worker_started_by_a_torchrun_rank_does_not_inherit_the_rank():
     rank = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "29500", "TORCHELASTIC_RUN_ID": "x"}
-    monkeypatch.setenv("WORLD_SIZE", "2")
     environment = train.worker_environment(1, 0, 2, 3, {**rank, "OMP_NUM_THREADS": "1", "PATH": "/bin"})
     assert environment == {"PATH": "/bin", "OMP_NUM_THREADS": "3"}  # the rank's thread share is not the worker's
 
