@@ -440,6 +440,7 @@ def test_a_data_parallel_trial_is_trained_by_two_processes_under_one_run(stage_r
     import math
 
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # the ranks are `python -m pipeline.train` under torchrun
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")  # the ranks talk over loopback whatever the host name resolves to
     params = yaml.safe_load((stage_repo / "params.yaml").read_text(encoding="utf-8"))
     params["model"]["head"] = head
     params["train"]["data_parallel"] = 2
