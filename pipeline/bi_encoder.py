@@ -18,10 +18,26 @@ from pipeline.scoring import pairwise_cosine, scores_from_cosine
 TEXT_COLUMNS = ["sentence1", "sentence2"]
 
 
-def text_pairs(dataset):
-    """Clean split rows -> (sentence1, sentence2, label = score / 5), the columns the trainer and loss read."""
+def text_pairs(dataset, prefix: str = ""):
+    """Clean split rows -> (prefix + sentence1, prefix + sentence2, label = score / 5), what the trainer and loss read."""
     pairs = dataset.select_columns([*TEXT_COLUMNS, "score"])
-    return pairs.map(lambda row: {"label": row["score"] / MAX_SCORE}, remove_columns=["score"])
+    return pairs.map(
+        lambda row: {
+            "sentence1": prefix + row["sentence1"],
+            "sentence2": prefix + row["sentence2"],
+            "label": row["score"] / MAX_SCORE,
+        },
+        remove_columns=["score"],
+    )
+
+
+def text_triplets(dataset, prefix: str = ""):
+    """Clean NLI triplets -> (prefix + anchor, prefix + positive, prefix + negative) for MultipleNegativesRankingLoss."""
+    from pipeline.nli import TRIPLET_COLUMNS
+
+    return dataset.select_columns(list(TRIPLET_COLUMNS)).map(
+        lambda row: {column: prefix + row[column] for column in TRIPLET_COLUMNS}
+    )
 
 
 class LengthGroupedBatchSampler(DefaultBatchSampler):
@@ -33,7 +49,8 @@ class LengthGroupedBatchSampler(DefaultBatchSampler):
 
     def __init__(self, dataset, batch_size: int, drop_last: bool, valid_label_columns=None, generator=None, seed: int = 0):
         super().__init__(dataset, batch_size, drop_last, valid_label_columns, generator, seed)
-        self.lengths = [len(a) + len(b) for a, b in zip(dataset["sentence1"], dataset["sentence2"], strict=True)]
+        texts = [name for name, feature in dataset.features.items() if getattr(feature, "dtype", None) == "string"]
+        self.lengths = [sum(map(len, row)) for row in zip(*(dataset[name] for name in texts), strict=True)]  # pairs or triplets
 
     def __iter__(self) -> Iterator[list[int]]:
         import torch

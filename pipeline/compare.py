@@ -37,23 +37,33 @@ class ComparisonRow:
     started: int
 
 
-def row_from_run(run) -> ComparisonRow:
-    """A registered best-trial run -> its comparison row."""
+ZERO_SHOT = "zero-shot"  # the head column of a base encoder's row before fine-tuning (5 x cosine of mean-pooled embeddings)
+
+
+def rows_from_run(run) -> list[ComparisonRow]:
+    """A registered best-trial run -> its comparison row, and the zero-shot row of its base encoder when logged."""
     metrics, params = run.data.metrics, run.data.params
-    return ComparisonRow(
-        model=params.get("model_name", "?"),
-        head=params.get("head", "cross"),  # runs from before the heads existed were cross-encoders
-        f1=metrics.get("test_f1", float("nan")),
-        pearson=metrics.get("test_pearson", float("nan")),
-        spearman=metrics.get("test_spearman", float("nan")),
-        mse=metrics.get("test_mse", float("nan")),
-        train_seconds=metrics.get("train_seconds", float("nan")),
-        parameters=int(metrics.get("parameters", 0)),
-        inference_pairs_per_second=metrics.get("inference_pairs_per_second", float("nan")),
-        train_pairs=params.get("max_train_pairs", "?"),
-        run_id=run.info.run_id,
-        started=run.info.start_time,
-    )
+
+    def row(head: str, prefix: str, trained: bool) -> ComparisonRow:
+        return ComparisonRow(
+            model=params.get("model_name", "?"),
+            head=head,
+            f1=metrics.get(f"{prefix}f1", float("nan")),
+            pearson=metrics.get(f"{prefix}pearson", float("nan")),
+            spearman=metrics.get(f"{prefix}spearman", float("nan")),
+            mse=metrics.get(f"{prefix}mse", float("nan")),
+            train_seconds=metrics.get("train_seconds", float("nan")) if trained else 0.0,
+            parameters=int(metrics.get("parameters", 0)),
+            inference_pairs_per_second=metrics.get("inference_pairs_per_second", float("nan")),
+            train_pairs=params.get("max_train_pairs", "?") if trained else "0",
+            run_id=run.info.run_id,
+            started=run.info.start_time,
+        )
+
+    rows = [row(params.get("head", "cross"), "test_", True)]  # runs from before the heads existed were cross-encoders
+    if "zero_shot_test_f1" in metrics:
+        rows.append(row(ZERO_SHOT, "zero_shot_test_", False))
+    return rows
 
 
 def latest_per_model_and_head(rows: list[ComparisonRow]) -> list[ComparisonRow]:
@@ -108,7 +118,7 @@ def main() -> None:
     runs = mlflow.search_runs(
         [experiment.experiment_id], filter_string="tags.registered_version != ''", output_format="list", max_results=1000
     )
-    rows = latest_per_model_and_head([row_from_run(run) for run in runs])
+    rows = latest_per_model_and_head([row for run in runs for row in rows_from_run(run)])
     if not rows:
         raise PipelineError("no registered runs yet: run `dvc repro` or `dvc exp run` first")
     atomic_write_text(REPORT, report_text(rows, params.mlflow.experiment))

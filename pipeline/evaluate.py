@@ -11,6 +11,7 @@ import numpy as np
 from pipeline.config import load_params
 from pipeline.errors import run_stage
 from pipeline.metrics import metrics_by_source, similarity_metrics
+from pipeline.paths import BASE_DIR
 from pipeline.scoring import PairScorer
 from pipeline.tables import atomic_write_text, read_jsonl, split_path, write_json
 
@@ -51,14 +52,42 @@ def predictions_table(records: list[dict[str, Any]], predicted: np.ndarray, thre
     return table
 
 
+def calibration_report(scorer: PairScorer, gold: list[float], raw: np.ndarray, threshold: float) -> dict[str, Any]:
+    """F1 at the threshold and MSE with and without the model's calibration (raw only when it has none)."""
+    report: dict[str, Any] = {"applied": False, "raw": similarity_metrics(gold, raw, threshold)}
+    if scorer.calibration is not None:
+        report.update(
+            applied=scorer.calibration.applied,
+            reason=scorer.calibration.reason,
+            calibrated=similarity_metrics(gold, scorer.calibration.apply(raw), threshold),
+        )
+    return report
+
+
+def zero_shot_scorer(settings, base_folder: Path) -> PairScorer:
+    """The base encoder before fine-tuning, as a bi-encoder (5 x cosine) with the fine-tuned model's prefix."""
+    from dataclasses import replace
+
+    from pipeline.models import load_bi_encoder
+
+    model = load_bi_encoder(str(base_folder))
+    return PairScorer(model, model.tokenizer, replace(settings, head="bi"))
+
+
 def main() -> None:
     params = load_params().evaluate
     records = read_jsonl(split_path(CLEAN_DIR, "test"))
+    pairs = [(r["sentence1"], r["sentence2"]) for r in records]
+    gold = [r["score"] for r in records]
     scorer = PairScorer.from_folder(MODEL_DIR)
     started = time.perf_counter()
-    predicted = scorer.score([(r["sentence1"], r["sentence2"]) for r in records], batch_size=params.batch_size)
+    raw = scorer.raw_scores(pairs, batch_size=params.batch_size)
     seconds = time.perf_counter() - started
+    predicted = scorer.calibrate(raw)
     report = evaluation_report(records, predicted, params.threshold)
+    report["calibration"] = calibration_report(scorer, gold, raw, params.threshold)
+    zero_shot = zero_shot_scorer(scorer.settings, BASE_DIR).score(pairs, batch_size=params.batch_size)
+    report["zero_shot"] = similarity_metrics(gold, zero_shot, params.threshold)
     report["model"] = {
         "head": scorer.settings.head,
         "base_model": scorer.settings.base_model,
@@ -76,6 +105,7 @@ def main() -> None:
         f"evaluate: test F1@{params.threshold} {headline['f1']:.4f}, Pearson {headline['pearson']}, "
         f"Spearman {headline['spearman']}, MSE {headline['mse']:.4f} on {headline['pairs']} pairs -> {METRICS}"
     )
+    print(f"evaluate: zero-shot base model F1 {report['zero_shot']['f1']:.4f}, Pearson {report['zero_shot']['pearson']}")
 
 
 if __name__ == "__main__":

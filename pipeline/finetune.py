@@ -128,6 +128,8 @@ def training_arguments(config: TrainParams, checkpoint_dir: str, arguments_class
         "torch_compile": config.torch_compile,
         **mixed_precision(config.precision, cuda, cuda and torch.cuda.is_bf16_supported()),
     }
+    if not cuda and settings["bf16"]:
+        settings.update(use_cpu=True)  # bf16 autocast on the CPU (AVX-512 bf16 here); Trainer refuses it otherwise
     if distributed.active() and not cuda:
         settings.update(use_cpu=True, ddp_backend="gloo")
     settings.update(overrides)
@@ -156,27 +158,57 @@ def pair_trainer(model_source: str, model_params: ModelParams, train_pairs, vali
 
 
 def bi_encoder_trainer(
-    model_source: str, model_params: ModelParams, train_pairs, validation_pairs, config: TrainParams, args, callbacks
+    model_source: str, model_params: ModelParams, train_pairs, validation_pairs, config: TrainParams, args, callbacks, nli=None
 ):
-    """sentence-transformers' trainer for the `bi` head, on text pairs (CosineSimilarityLoss on score / 5)."""
-    from sentence_transformers import SentenceTransformerTrainer
-    from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
+    """sentence-transformers' trainer for the `bi` head, on text pairs (CosineSimilarityLoss on score / 5).
 
-    from pipeline.bi_encoder import PairScoreEvaluator, text_pairs
+    With NLI triplets, multi-task: sentence-transformers' multi-dataset training alternates STS batches
+    (CosineSimilarityLoss) and NLI batches (MultipleNegativesRankingLoss: premise, entailed, contradicting).
+    """
+    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss, MultipleNegativesRankingLoss
+
+    from pipeline.bi_encoder import PairScoreEvaluator, text_pairs, text_triplets
 
     model = load_bi_encoder(model_source, model_params.max_length, model_params.pooling, model_params.lowercase)
+    validation = text_pairs(validation_pairs, model_params.prefix)
     evaluator = PairScoreEvaluator(
-        validation_pairs["sentence1"], validation_pairs["sentence2"], validation_pairs["score"], config.eval_batch_size
+        validation["sentence1"], validation["sentence2"], validation_pairs["score"], config.eval_batch_size
     )
+    train_dataset, loss = text_pairs(train_pairs, model_params.prefix), CosineSimilarityLoss(model)
+    if nli is not None:
+        train_dataset = {"sts": train_dataset, "nli": text_triplets(nli, model_params.prefix)}
+        loss = {"sts": loss, "nli": MultipleNegativesRankingLoss(model)}
     return SentenceTransformerTrainer(
         model=model,
         args=args,
-        train_dataset=text_pairs(train_pairs),
-        eval_dataset=text_pairs(validation_pairs),
-        loss=CosineSimilarityLoss(model),
+        train_dataset=train_dataset,
+        eval_dataset=None,  # the evaluator reports the validation loss too: no second pass over the split
+        loss=loss,
         evaluator=evaluator,
         callbacks=list(callbacks),
     )
+
+
+def freeze_word_embeddings(model) -> int:
+    """Stop training the word-embedding matrix (any head); returns how many weights it holds.
+
+    e5-small's matrix is 96M of its 118M weights: frozen, a CPU step ran 1.35x faster with the same
+    validation Pearson (stack facts); its rows for words absent from the training pairs get no gradient anyway.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    from pipeline.heads import PairMlpModel
+
+    if isinstance(model, SentenceTransformer):
+        encoder = model[0].auto_model
+    elif isinstance(model, PairMlpModel):
+        encoder = model.encoder
+    else:
+        encoder = model
+    weight = encoder.get_input_embeddings().weight
+    weight.requires_grad_(False)
+    return weight.numel()
 
 
 def finetune(
@@ -189,12 +221,14 @@ def finetune(
     callbacks: Sequence[Any] = (),
     best_metric: str = "pearson",
     quiet: bool = False,
+    nli=None,
 ):
     """Fine-tune `model_source` with head `model_params.head`; returns (trained model, FinetuneResult).
 
     Pairs are tokenized (cross, mlp) or clean text rows with sentence1, sentence2, score (bi). The returned
     model holds the best epoch's weights by the validation `best_metric`. `quiet` keeps the progress bar
-    but drops the per-epoch metric dicts from the console (a study prints one line per trial).
+    but drops the per-epoch metric dicts from the console (a study prints one line per trial). `nli`: the
+    clean NLI triplets (bi head), of which config.nli_triplets are trained beside the pairs.
     """
     from transformers import set_seed
     from transformers.trainer_callback import ProgressCallback
@@ -215,10 +249,16 @@ def finetune(
                 train_sampling_strategy="random",  # batches come from the length-grouped batch sampler
                 batch_sampler=LengthGroupedBatchSampler,
             )
-            trainer = bi_encoder_trainer(model_source, model_params, train_pairs, validation_pairs, config, args, callbacks)
+            if nli is not None and config.nli_triplets != 0:
+                nli = select_train_pairs(nli, config.nli_triplets, config.seed)
+            else:
+                nli = None
+            trainer = bi_encoder_trainer(model_source, model_params, train_pairs, validation_pairs, config, args, callbacks, nli)
         else:
             args = training_arguments(config, checkpoint_dir, metric_for_best_model=best_metric)
             trainer = pair_trainer(model_source, model_params, train_pairs, validation_pairs, tokenizer, args, callbacks)
+        if config.freeze_embeddings:
+            freeze_word_embeddings(trainer.model)
         if quiet:
             trainer.remove_callback(ProgressCallback)
             trainer.add_callback(_bar_only_progress())

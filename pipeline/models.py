@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from collections.abc import Callable
@@ -11,31 +10,26 @@ from pathlib import Path
 
 from pipeline.errors import ConfigError
 
-PACKAGE_PREFIX = "package:"
 SETTINGS_FILE = "similarity.json"
 
 
 def resolve_model_source(name: str) -> str:
-    """model.name -> what from_pretrained takes.
+    """A model name other than model.name (study.search.model_name) -> what from_pretrained takes.
 
-    `package:<module>/<folder>` is a model folder shipped inside an installed Python package (how the
-    embedded default gets weights offline); an existing path is a local folder; anything else is a
-    Hugging Face Hub id.
+    model.name itself is read from models/base, which the base stage materialized (pipeline.sources).
+    Here `package:<module>/<folder>` is a folder inside an installed package, an existing path a local
+    folder, anything else a Hugging Face Hub id; packed files need the base stage's conversion.
     """
-    if name.startswith(PACKAGE_PREFIX):
-        module, _, inner = name.removeprefix(PACKAGE_PREFIX).partition("/")
-        spec = importlib.util.find_spec(module)
-        if spec is None or spec.origin is None:
-            raise ConfigError(f"model.name {name!r}: Python package {module!r} is not installed")
-        folder = Path(spec.origin).parent / inner
-        if not (folder / "config.json").is_file():
-            raise ConfigError(f"model.name {name!r}: no model folder (config.json) at {folder}")
-        return str(folder)
-    path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise ConfigError(f"model.name {name!r}: folder has no config.json")
-        return str(path.resolve())
+    from pipeline.sources import source_kind
+    from pipeline.sources.folder import model_folder, package_path
+
+    kind, location = source_kind(name)
+    if kind == "package":
+        return str(model_folder(package_path(location, name)[1], name))
+    if kind == "folder":
+        return str(model_folder(Path(location).expanduser(), name))
+    if kind != "hub":
+        raise ConfigError(f"{name!r} must be converted by the base stage first: use it as model.name, not in study.search")
     return name
 
 
@@ -113,6 +107,7 @@ class ModelSettings:
     head: str
     base_model: str
     hangul_only: bool
+    prefix: str = ""  # prepended to each sentence after normalization (e5: "query: "); folders before it had none
 
     def save(self, folder: str | Path) -> None:
         (Path(folder) / SETTINGS_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
@@ -129,7 +124,11 @@ def replace_folder(target: Path, fill: Callable[[Path], None]) -> None:
     """Fill a staging folder beside target, then swap it in whole: a crash never leaves a half model."""
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    fill(staging)
+    try:
+        fill(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
 
@@ -147,8 +146,3 @@ def save_pair_model(model, tokenizer, settings: ModelSettings, folder: Path) -> 
         settings.save(staging)
 
     replace_folder(folder, fill)
-
-
-def copy_model_folder(source: Path, target: Path) -> None:
-    """Copy a saved model folder into place."""
-    replace_folder(target, lambda staging: shutil.copytree(source, staging))

@@ -8,6 +8,7 @@ from typing import Any
 
 from pipeline.config import load_params
 from pipeline.errors import DataError, run_stage
+from pipeline.nli import NLI, clean_triplets
 from pipeline.tables import COLUMNS, SPLITS, read_jsonl, split_path, write_json, write_jsonl
 from pipeline.text import normalize_text
 
@@ -61,7 +62,9 @@ def main() -> None:
         cleaned[split], report[split] = clean_split(read_jsonl(split_path(RAW_DIR, split)), params.hangul_only)
         if not cleaned[split]:
             raise DataError(f"{split_path(RAW_DIR, split)}: no pairs left after cleaning")
-    for split in SPLITS:
+    test_sentences = {record[column] for record in cleaned["test"] for column in ("sentence1", "sentence2")}
+    cleaned[NLI], report[NLI] = clean_triplets(read_jsonl(split_path(RAW_DIR, NLI)), params.hangul_only, test_sentences)
+    for split in (*SPLITS, NLI):
         write_jsonl(split_path(CLEAN_DIR, split), cleaned[split])
         print(f"preprocess: {split}: {report[split]}")
     write_json(REPORT, report)

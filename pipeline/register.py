@@ -71,10 +71,27 @@ def current_champion(client, model_name: str, alias: str, metric_tag: str) -> tu
     return str(holder.version), (float(value) if value is not None else None)
 
 
-def log_and_register(
-    scorer, folder: Path, run_id: str, test_metrics: dict[str, Any], model_name: str, parameters: int, pairs_per_second: float
-):
-    """Log test metrics and the model folder (pyfunc) to the best trial's run; register a new version."""
+def run_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
+    """The evaluate report as flat MLflow metrics: test_* (what the model answers), test_raw_* (before its
+    calibration), zero_shot_test_* (the base encoder before fine-tuning), size and speed."""
+    sections = {
+        "test_": evaluation["test"],
+        "test_raw_": evaluation.get("calibration", {}).get("raw", {}),
+        "zero_shot_test_": evaluation.get("zero_shot", {}),
+    }
+    flat = {
+        f"{prefix}{key}": float(value)
+        for prefix, values in sections.items()
+        for key, value in values.items()
+        if isinstance(value, int | float)
+    }
+    flat["parameters"] = float(evaluation["model"]["parameters"])
+    flat["inference_pairs_per_second"] = float(evaluation["inference"]["pairs_per_second"])
+    return flat
+
+
+def log_and_register(scorer, folder: Path, run_id: str, metrics: dict[str, float], model_name: str):
+    """Log the metrics and the model folder (pyfunc) to the best trial's run; register a new version."""
     import mlflow
     import pandas as pd
     from mlflow.models import infer_signature
@@ -84,8 +101,7 @@ def log_and_register(
     example = pd.DataFrame(EXAMPLE_PAIRS, columns=["sentence1", "sentence2"])
     signature = infer_signature(example, scorer.score(EXAMPLE_PAIRS))
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({f"test_{key}": value for key, value in test_metrics.items() if isinstance(value, int | float)})
-        mlflow.log_metrics({"parameters": float(parameters), "inference_pairs_per_second": float(pairs_per_second)})
+        mlflow.log_metrics(metrics)
         info = log_pair_model(folder, signature, example, {"similarity": asdict(scorer.settings)})
     return mlflow.register_model(info.model_uri, model_name)
 
@@ -110,10 +126,8 @@ def main() -> None:
         scorer,
         MODEL_DIR,
         study["best_run_id"],
-        test_metrics,
+        run_metrics(evaluation),
         params.register.model_name,
-        evaluation["model"]["parameters"],
-        evaluation["inference"]["pairs_per_second"],
     )
     version = str(registered.version)  # MLflow 3 returns an int
     client = MlflowClient()

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.calibration import Calibration
 from pipeline.metrics import MAX_SCORE
 from pipeline.models import ModelSettings, load_bi_encoder, load_cross_encoder, load_tokenizer
-from pipeline.text import normalize_text
+from pipeline.text import normalize_text, with_prefix
 
 
 def scores_from_logits(logits: np.ndarray) -> np.ndarray:
@@ -41,23 +42,26 @@ class PairScorer:
     """A loaded pair model: normalizes text as in training, batches by length, returns scores in [0, 5].
 
     `cross` and `mlp` models score a pair in one forward pass (5 x sigmoid of the logit); a `bi` model
-    embeds each sentence and scores 5 x cosine. The head is read from the model's similarity.json.
+    embeds each sentence and scores 5 x cosine. The head and the sentence prefix are read from the model's
+    similarity.json; a calibration.json that says `applied` maps the raw scores onto the gold scale.
     """
 
-    def __init__(self, model, tokenizer, settings: ModelSettings, device: str = "cpu") -> None:
+    def __init__(self, model, tokenizer, settings: ModelSettings, device: str = "cpu", calibration: Calibration | None = None):
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.settings = settings
         self.device = device
+        self.calibration = calibration
 
     @classmethod
     def from_folder(cls, folder: str | Path, device: str | None = None) -> PairScorer:
         """Load a model folder written by the train stage (any head)."""
         settings = ModelSettings.load(folder)
+        calibration = Calibration.load(folder)
         if settings.head == "bi":
             model = load_bi_encoder(str(folder))
-            return cls(model, model.tokenizer, settings, pick_device(device))
-        return cls(load_cross_encoder(str(folder)), load_tokenizer(str(folder)), settings, pick_device(device))
+            return cls(model, model.tokenizer, settings, pick_device(device), calibration)
+        return cls(load_cross_encoder(str(folder)), load_tokenizer(str(folder)), settings, pick_device(device), calibration)
 
     @classmethod
     def from_registry(cls, model_uri: str, device: str | None = None) -> PairScorer:
@@ -83,10 +87,18 @@ class PairScorer:
         return scores_from_logits(logits[:, 0].float().cpu().numpy())
 
     def score(self, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> np.ndarray:
-        """Scores for pairs in input order; batches hold pairs of similar length to keep padding low."""
-        hangul_only = self.settings.hangul_only
-        first = [normalize_text(a, hangul_only) for a, _ in pairs]
-        second = [normalize_text(b, hangul_only) for _, b in pairs]
+        """0-5 scores for pairs in input order: the raw scores, calibrated when the model's calibration is applied."""
+        return self.calibrate(self.raw_scores(pairs, batch_size))
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """Raw scores -> what the model answers: calibrated when its calibration is applied, else unchanged."""
+        return self.calibration.apply(raw) if self.calibration is not None and self.calibration.applied else raw
+
+    def raw_scores(self, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> np.ndarray:
+        """The model's own scores (5 x cosine or 5 x sigmoid) in input order; batches hold pairs of similar length."""
+        hangul_only, prefix = self.settings.hangul_only, self.settings.prefix
+        first = with_prefix([normalize_text(a, hangul_only) for a, _ in pairs], prefix)
+        second = with_prefix([normalize_text(b, hangul_only) for _, b in pairs], prefix)
         order = np.argsort([len(a) + len(b) for a, b in zip(first, second, strict=True)], kind="stable")
         scores = np.empty(len(pairs), dtype=np.float64)
         for start in range(0, len(order), batch_size):

@@ -173,6 +173,7 @@ class StudyContext:
     trials_dir: Path
     run_tags: dict[str, str]
     parent_run_id: str
+    nli: Any = None  # NLI triplets for multi-task training of the bi head (train.nli_triplets), or None
 
 
 def trial_setup(trial, context: StudyContext) -> TrialSetup:
@@ -195,6 +196,7 @@ def train_trial(trial, setup: TrialSetup, context: StudyContext):
         callbacks=[trial_reporter(trial)],
         best_metric=context.params.objective,
         quiet=True,
+        nli=context.nli,
     )
     return model, result, tokenizer
 
@@ -231,6 +233,7 @@ def make_objective(context: StudyContext) -> Callable:
                     "model_name": setup.model_name,
                     "head": context.model.head,
                     "max_train_pairs": setup.train.max_train_pairs,
+                    "nli_triplets": setup.train.nli_triplets,
                     "data_parallel_processes": distributed.world_size(),
                 }
             )

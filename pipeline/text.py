@@ -15,3 +15,8 @@ def normalize_text(text: str, hangul_only: bool = False) -> str:
     if hangul_only:
         text = NOT_HANGUL.sub(" ", text)
     return SPACES.sub(" ", text).strip()
+
+
+def with_prefix(sentences: list[str], prefix: str) -> list[str]:
+    """The model's input for each (normalized) sentence: model.prefix first (e5 was trained with "query: ")."""
+    return [prefix + sentence for sentence in sentences] if prefix else list(sentences)

@@ -108,7 +108,13 @@ def build_tiny_bert(
 
 def write_small_mirror(source: Path, target: Path, train_rows: int = 160, dev_rows: int = 60, test_rows: int = 60) -> Path:
     """The mirror's layout with the first rows of each file: the same parsers, seconds instead of minutes."""
-    for name, rows in (("korsts/sts-train.tsv", train_rows), ("korsts/sts-dev.tsv", dev_rows)):
+    nli_rows = 3 * train_rows // 4  # KorNLI lists each premise's three hypotheses together
+    for name, rows in (
+        ("korsts/sts-train.tsv", train_rows),
+        ("korsts/sts-dev.tsv", dev_rows),
+        ("kornli/xnli.dev.ko.tsv", nli_rows),
+        ("kornli/xnli.test.ko.tsv", nli_rows),
+    ):
         lines = (source / name).read_text(encoding="utf-8").splitlines(keepends=True)
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         (target / name).write_text("".join(lines[: rows + 1]), encoding="utf-8")
@@ -117,4 +123,7 @@ def write_small_mirror(source: Path, target: Path, train_rows: int = 160, dev_ro
     klue = json.loads((source / "klue-sts/klue-sts-v1.1_dev.json").read_text(encoding="utf-8"))
     (target / "klue-sts").mkdir(parents=True, exist_ok=True)
     (target / "klue-sts/klue-sts-v1.1_dev.json").write_text(json.dumps(klue[:test_rows], ensure_ascii=False), encoding="utf-8")
+    nli = json.loads((source / "klue-nli/klue-nli-v1.1_dev.json").read_text(encoding="utf-8"))
+    (target / "klue-nli").mkdir(parents=True, exist_ok=True)
+    (target / "klue-nli/klue-nli-v1.1_dev.json").write_text(json.dumps(nli[:nli_rows], ensure_ascii=False), encoding="utf-8")
     return target

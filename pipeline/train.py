@@ -14,8 +14,9 @@ from typing import Any
 
 from pipeline.config import Params, load_params
 from pipeline.errors import PipelineError, run_stage
-from pipeline.models import ModelSettings, copy_model_folder, load_tokenizer, resolve_model_source
-from pipeline.tables import split_path, write_json
+from pipeline.models import ModelSettings, load_tokenizer, replace_folder, resolve_model_source
+from pipeline.paths import BASE_DIR
+from pipeline.tables import read_jsonl, split_path, write_json
 
 CLEAN_DIR = Path("data/clean")
 TOKENIZED_DIR = Path("data/tokenized")
@@ -32,7 +33,7 @@ def study_config_hash(params: Params) -> str:
 
     relevant = {
         "model": dataclasses.asdict(params.model),
-        "train": dataclasses.asdict(params.train),
+        "train": {k: v for k, v in dataclasses.asdict(params.train).items() if k != "calibration"},  # fitted after the study
         "study": {
             k: v
             for k, v in dataclasses.asdict(params.study).items()
@@ -77,12 +78,26 @@ class PairsByModel:
             tokenizer.model_max_length = self.params.model.max_length
             encoded = [
                 encode_pairs(
-                    datasets.Dataset.from_json(str(split_path(CLEAN_DIR, split))), tokenizer, self.params.model.max_length
+                    datasets.Dataset.from_json(str(split_path(CLEAN_DIR, split))),
+                    tokenizer,
+                    self.params.model.max_length,
+                    self.params.model.prefix,
                 )
                 for split in ("train", "validation")
             ]
             self.cache[model_name] = (*encoded, tokenizer)
         return self.cache[model_name]
+
+
+def nli_triplets(wanted: int | None):
+    """The clean NLI triplets as a Dataset when train.nli_triplets asks for any (finetune takes the subset), else None."""
+    if wanted == 0:
+        return None
+    import datasets
+
+    from pipeline.nli import NLI
+
+    return datasets.Dataset.from_json(str(split_path(CLEAN_DIR, NLI)))
 
 
 def study_name_and_tags(params: Params, root: Path) -> tuple[str, dict[str, str]]:
@@ -105,12 +120,13 @@ def study_context(params: Params, study_name: str, tags: dict[str, str]):
         model=params.model,
         pairs_for_model=PairsByModel(params),
         settings_for_model=lambda name: ModelSettings(
-            head=params.model.head, base_model=name, hangul_only=params.preprocess.hangul_only
+            head=params.model.head, base_model=name, hangul_only=params.preprocess.hangul_only, prefix=params.model.prefix
         ),
-        resolve=resolve_model_source,
+        resolve=lambda name: str(BASE_DIR) if name == params.model.name else resolve_model_source(name),
         trials_dir=STUDIES_DIR / study_name,
         run_tags=tags,
         parent_run_id="",
+        nli=nli_triplets(params.train.nli_triplets),
     )
 
 
@@ -246,7 +262,7 @@ def run_study(params: Params) -> None:
     best_folder = context.trials_dir / f"{studies.TRIAL_DIR_PREFIX}{best.number}"
     if not (best_folder / "model.safetensors").is_file():
         raise PipelineError(f"study {study.study_name}: best trial {best.number} has no saved model at {best_folder}")
-    copy_model_folder(best_folder, MODEL_DIR)
+    calibration = install_model(best_folder, MODEL_DIR, params.train.calibration, params.train.seed)
     write_json(HISTORY, best.user_attrs.get("history", []))
     write_json(
         METRICS,
@@ -255,10 +271,39 @@ def run_study(params: Params) -> None:
             "best_trial": best.number,
             "trials": studies.trial_state_counts(study),
             "train_seconds": {"best_trial": best.user_attrs.get("train_seconds"), "study": studies.study_train_seconds(study)},
+            "calibration": {"applied": calibration.applied, "reason": calibration.reason, **calibration.validation},
         },
     )
     studies.write_study_report(STUDY_REPORT, study, best, context.parent_run_id)
     print(f"train: best trial {best.number} {best.params}: validation {best.user_attrs['validation']} -> {MODEL_DIR}")
+
+
+def install_model(trial_folder: Path, target: Path, choice: str, seed: int):
+    """Copy the best trial's model into place with its score calibration fitted on the validation split.
+
+    The map is fitted on the model's raw scores through the one scoring path (pipeline.scoring), so what it
+    corrects is exactly what evaluate and the service compute.
+    """
+    import shutil
+
+    import numpy as np
+
+    from pipeline.calibration import calibrate
+    from pipeline.scoring import PairScorer
+
+    records = read_jsonl(split_path(CLEAN_DIR, "validation"))
+    result = {}
+
+    def fill(staging: Path) -> None:
+        shutil.copytree(trial_folder, staging)
+        scorer = PairScorer.from_folder(staging)
+        raw = scorer.raw_scores([(r["sentence1"], r["sentence2"]) for r in records])
+        result["calibration"] = calibrate(raw, np.array([r["score"] for r in records], dtype=np.float64), choice, seed)
+        result["calibration"].save(staging)
+
+    replace_folder(target, fill)
+    print(f"train: calibration {'applied' if result['calibration'].applied else 'not applied'} ({result['calibration'].reason})")
+    return result["calibration"]
 
 
 def main(argv: Sequence[str] = ()) -> None:

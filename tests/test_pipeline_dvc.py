@@ -53,7 +53,7 @@ def tiny_repo(repo_copy, small_mirror, tiny_bert):
     return repo_copy
 
 
-STAGES = ("download", "preprocess", "tokenize", "train", "evaluate", "register", "package")
+STAGES = ("download", "preprocess", "base", "tokenize", "train", "evaluate", "register", "package")
 DEFAULT_SEARCH = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))["study"]["search"]
 
 

@@ -93,6 +93,7 @@ def make_champion_folder(tiny_bert, tmp_path_factory) -> Path:
     """
     import torch
 
+    from pipeline.calibration import Calibration
     from pipeline.text import normalize_text
 
     folder = tmp_path_factory.mktemp("champion") / "model"
@@ -109,6 +110,8 @@ def make_champion_folder(tiny_bert, tmp_path_factory) -> Path:
         model.classifier.weight.copy_(weight[None, :])
         model.classifier.bias.copy_(np.log(3 / 2) - (pooled.mean(dim=0) @ weight)[None])  # sigmoid(log 1.5) * 5 = 3
     save_pair_model(model, tokenizer, ModelSettings(head="cross", base_model="tiny-bert", hangul_only=False), folder)
+    # a calibration that keeps 3.0 in place (the verdicts) but moves every other score: the service must apply it
+    Calibration([0.0, 3.0, 5.0], [0.5, 3.0, 4.8], True, "test: a fixed map").save(folder)
     return folder
 
 

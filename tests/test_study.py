@@ -8,7 +8,7 @@ import optuna
 import pytest
 import yaml
 
-from pipeline import compare, download, evaluate, preprocess, register, tokenize, train
+from pipeline import base, compare, download, evaluate, preprocess, register, tokenize, train
 from pipeline.config import load_params
 from pipeline.errors import PipelineError
 from pipeline.register import decide_champion
@@ -33,7 +33,7 @@ def stage_repo(tmp_path, small_mirror, tiny_bert, monkeypatch):
     monkeypatch.chdir(work)
     for name in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE"):
         monkeypatch.delenv(name, raising=False)
-    for stage in (download, preprocess, tokenize):
+    for stage in (download, preprocess, base, tokenize):
         stage.main()
     return work
 
@@ -197,7 +197,9 @@ def test_register_sets_the_champion_alias_and_loads_it_back(stage_repo):
     report = (stage_repo / "reports/compare.md").read_text(encoding="utf-8")
     evaluation = json.loads((stage_repo / "reports/metrics.json").read_text(encoding="utf-8"))
     rows = [line for line in report.splitlines() if line.startswith(f"| {evaluation['model']['base_model']} |")]
-    assert len(rows) == 1 and f"| {evaluation['model']['head']} | {evaluation['test']['f1']:.4f} |" in rows[0]
+    assert len(rows) == 2  # the fine-tuned model and its base encoder zero-shot
+    assert any(f"| {evaluation['model']['head']} | {evaluation['test']['f1']:.4f} |" in row for row in rows)
+    assert any(f"| zero-shot | {evaluation['zero_shot']['f1']:.4f} |" in row for row in rows)
     assert "klue/bert-base" in report  # listed as needing hub weights
 
 

