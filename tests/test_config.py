@@ -24,7 +24,7 @@ def test_default_params_load_into_typed_sections():
 def test_nli_triplets_need_the_bi_head(raw):
     raw["train"]["nli_triplets"] = 100
     raw["model"]["head"] = "cross"
-    with pytest.raises(ConfigError, match="nli_triplets needs model.head: bi"):
+    with pytest.raises(ConfigError, match=r"nli_triplets needs model\.head: bi"):
         parse_params(raw)
 
 
