@@ -1,8 +1,9 @@
 """Fine-tuning step time of the embedded default (e5-small bi-encoder): frozen vs trainable word embeddings,
 bf16 autocast vs fp32, through the pipeline's own finetune() (the path a trial takes).
 
-Each variant trains --steps optimizer steps of --batch-size KorSTS train pairs (model.prefix applied); the
-first step is warm-up and not counted. Variants run interleaved (A B C D A B C D): timing here drifts.
+Each variant trains --steps optimizer steps of --batch-size KorSTS train pairs (model.prefix applied; bf16
+variants --bf16-steps, since a bf16 step took over a minute here); the first step is warm-up and not
+counted. Variants run interleaved (A B C D A B C D): timing here drifts.
 Needs models/base (run `dvc repro base` first).
 
     python bench/e5_train_step.py [--steps 8] [--rounds 2] [--out bench/results/e5_train_step.json]
@@ -55,6 +56,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--bf16-steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -75,7 +77,7 @@ def main() -> None:
                 **VARIANTS[name],
                 epochs=1,
                 batch_size=args.batch_size,
-                max_train_pairs=args.batch_size * args.steps,
+                max_train_pairs=args.batch_size * (args.bf16_steps if "bf16" in name else args.steps),
                 seed=round_index,
                 warmup_ratio=0.0,
             )

@@ -1,0 +1,57 @@
+"""The default model's quality table: the base encoder zero-shot vs the fine-tuned model (raw and calibrated),
+on the test split (KLUE-STS dev) and the validation split (KorSTS dev), from a finished `dvc repro`.
+
+Reads models/base, models/model and data/clean; scores through pipeline.scoring (the service's path).
+The validation split chose the trial and fitted the calibration, so its calibrated row is optimistic.
+
+    python bench/quality_table.py [--out bench/results/quality_table.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.evaluate import zero_shot_scorer
+from pipeline.metrics import SIMILAR_AT, similarity_metrics
+from pipeline.paths import BASE_DIR
+from pipeline.scoring import PairScorer
+from pipeline.tables import read_jsonl, split_path
+
+SPLITS = {"test": "KLUE-STS dev (test)", "validation": "KorSTS dev (validation)"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=Path("models/model"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/quality_table.json"))
+    args = parser.parse_args()
+    tuned = PairScorer.from_folder(args.model)
+    base = zero_shot_scorer(tuned.settings, BASE_DIR)
+    rows = []
+    for split, label in SPLITS.items():
+        records = read_jsonl(split_path("data/clean", split))
+        pairs, gold = [(r["sentence1"], r["sentence2"]) for r in records], [r["score"] for r in records]
+        raw = tuned.raw_scores(pairs)
+        variants = {"zero-shot (5 x cosine)": base.score(pairs), "fine-tuned, raw": raw}
+        if tuned.calibration is not None:
+            variants["fine-tuned, calibrated"] = tuned.calibration.apply(raw)
+        for name, scores in variants.items():
+            rows.append({"split": label, "model": name, **similarity_metrics(gold, scores, SIMILAR_AT)})
+    print("| split | model | F1@3.0 | Pearson | Spearman | MSE |\n|---|---|---|---|---|---|")
+    for row in rows:
+        figures = " | ".join(f"{row[key]:.3f}" for key in ("f1", "pearson", "spearman", "mse"))
+        print(f"| {row['split']} | {row['model']} | {figures} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps({"rows": rows, "calibration_applied": bool(tuned.calibration and tuned.calibration.applied)}, indent=2) + "\n"
+    )
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
