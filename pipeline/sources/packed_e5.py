@@ -12,7 +12,8 @@ Python 3.12; this module reads the file with numpy alone. The layout is the one 
     u64 offset, u64 byte size
 
 The output folder loads with AutoModel / AutoTokenizer / SentenceTransformer offline: a BertModel in fp32
-safetensors (positions from 0, no pooler), an XLM-R style Unigram tokenizer and a mean-pooling bi-encoder.
+safetensors (positions from 0; the file has no pooler, so a seeded fresh one is written), an XLM-R style
+Unigram tokenizer and a mean-pooling bi-encoder.
 """
 
 from __future__ import annotations
@@ -457,8 +458,20 @@ def _tokenizer_configs(packed: PackedE5) -> tuple[dict, dict]:
     return config, named
 
 
+POOLER_SEED = 0
+INITIALIZER_RANGE = 0.02  # BertConfig's default: transformers initialises a missing pooler the same way
+
+
+def _fresh_pooler(hidden: int) -> dict[str, np.ndarray]:
+    """The pooler the file lacks (e5 never trained one; mean pooling never reads it), initialised as transformers
+    would at load but seeded, so every load of the folder (a checkpoint reload too) sees the same weights."""
+    weight = np.random.default_rng(POOLER_SEED).normal(0.0, INITIALIZER_RANGE, (hidden, hidden))
+    return {"pooler.dense.weight": weight, "pooler.dense.bias": np.zeros(hidden)}
+
+
 def _state_dict(packed: PackedE5) -> dict[str, np.ndarray]:
     state = {hf: packed.tensors[name] for name, hf in _EMBEDDINGS.items()}
+    state.update(_fresh_pooler(packed.hidden_size))
     for layer in range(packed.num_layers):
         for short, module in _LAYER.items():
             for suffix, kind in _SUFFIX.items():
@@ -473,9 +486,10 @@ def _write_json(path: Path, value: dict | list) -> None:
 def write_model_folder(packed: PackedE5, folder: Path) -> None:
     """Write config, fp32 safetensors, tokenizer and sentence-transformers files into folder (created if needed).
 
-    transformers builds BertModel with a pooler unless told add_pooling_layer=False, and no config key says so:
-    plain AutoModel.from_pretrained(folder) reports pooler.dense.* as newly initialised (mean pooling never uses it).
-    sentence_bert_config.json passes add_pooling_layer=False, so SentenceTransformer loads with no such notice.
+    transformers builds BertModel with a pooler unless told add_pooling_layer=False, and no config key says so,
+    while sentence-transformers saves fine-tuned checkpoints without that argument: a folder without pooler
+    weights made every load warn and Trainer's best-checkpoint reload fail (unexpected pooler keys). So the
+    folder holds a seeded fresh pooler (_fresh_pooler): mean pooling never reads it; a cross-encoder trains it.
     """
     from safetensors.numpy import save_file
     from transformers import BertConfig
@@ -510,7 +524,7 @@ def write_model_folder(packed: PackedE5, folder: Path) -> None:
     _write_json(folder / "tokenizer_config.json", tokenizer_config)
     _write_json(folder / "special_tokens_map.json", special_tokens)
 
-    # sentence-transformers: Transformer (no pooler) + mean pooling; the module names every version since 2.x reads.
+    # sentence-transformers: Transformer + mean pooling; the module names every version since 2.x reads.
     _write_json(
         folder / "modules.json",
         [
@@ -523,7 +537,6 @@ def write_model_folder(packed: PackedE5, folder: Path) -> None:
         {
             "max_seq_length": min(MAX_SEQ_LENGTH, packed.max_positions),
             "do_lower_case": False,
-            "model_args": {"add_pooling_layer": False},
         },
     )
     (folder / "1_Pooling").mkdir(exist_ok=True)
