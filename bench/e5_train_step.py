@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import load_params
+from pipeline.config import load_params, resolve_path
 from pipeline.download import mirror_splits
 from pipeline.finetune import finetune
 from pipeline.paths import BASE_DIR
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/e5_train_step.json"))
     args = parser.parse_args()
     params = load_params()
-    splits = mirror_splits(Path(params.data.mirror_dir))
+    splits = mirror_splits(resolve_path(params.data.mirror_dir))
     rows = {name: clean_split(splits[name], hangul_only=False)[0] for name in ("train", "validation")}
     columns = ("sentence1", "sentence2", "score")
     train = datasets.Dataset.from_list([{k: r[k] for k in columns} for r in rows["train"]])

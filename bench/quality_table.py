@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.evaluate import zero_shot_scorer
+from pipeline.evaluate import CLEAN_DIR, zero_shot_scorer
 from pipeline.metrics import SIMILAR_AT, similarity_metrics
 from pipeline.paths import BASE_DIR
 from pipeline.scoring import PairScorer
@@ -34,7 +34,7 @@ def main() -> None:
     base = zero_shot_scorer(tuned.settings, BASE_DIR)
     rows = []
     for split, label in SPLITS.items():
-        records = read_jsonl(split_path("data/clean", split))
+        records = read_jsonl(split_path(CLEAN_DIR, split))
         pairs, gold = [(r["sentence1"], r["sentence2"]) for r in records], [r["score"] for r in records]
         raw = tuned.raw_scores(pairs)
         variants = {"zero-shot (5 x cosine)": base.score(pairs), "fine-tuned, raw": raw}
