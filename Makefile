@@ -84,4 +84,4 @@ tracking-server: setup
 # One more trial worker for the running study (on this or another host): set OPTUNA_STORAGE and
 # MLFLOW_TRACKING_URI to the shared stores; WORKER numbers it (seeds its sampler), default 1.
 worker: setup
-	python -m pipeline.train --worker $(or $(WORKER),1)
+	python -m pipeline.stages.train --worker $(or $(WORKER),1)

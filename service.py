@@ -8,7 +8,7 @@ batching: concurrent requests share forward passes, so under load send pairs her
 Both are sync APIs that BentoML runs one at a time per worker (threads=1), on torch_threads threads.
 Every response carries X-Model-Name and X-Model-Version (and X-Model-Registry-Version when known).
 GET /demo/ is a page to try it by hand; /healthz, /readyz and /metrics are BentoML's; / is Swagger UI.
-Settings: pipeline/serving.py (params.yaml `serve:`, KSTS_SERVE_* environment variables).
+Settings: pipeline/config.py ServeSettings (params.yaml `serve:`, KSTS_SERVE_* environment variables).
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
+from pipeline.config import SERVE_ENV_PREFIX, load_serve_settings
 from pipeline.metrics import MAX_SCORE, SIMILAR_AT
-from pipeline.package import PAIR_FOLDER  # where the pair-model folder lies inside the BentoML model
-from pipeline.serving import ENV_PREFIX, load_serve_settings
+from pipeline.paths import PAIR_FOLDER  # where the pair-model folder lies inside the BentoML model
+from serving.guard import RequestGuard
 
 HERE = Path(__file__).resolve().parent
 SETTINGS = load_serve_settings(HERE / "params.yaml")
@@ -38,7 +39,7 @@ SETTINGS = load_serve_settings(HERE / "params.yaml")
 BENTO_ARGS = bentoml.use_arguments()
 MODEL_TAG = (
     SETTINGS.model_tag
-    if f"{ENV_PREFIX}MODEL_NAME" in os.environ
+    if f"{SERVE_ENV_PREFIX}MODEL_NAME" in os.environ
     else getattr(BENTO_ARGS, "model_tag", None) or SETTINGS.model_tag
 )
 EXAMPLE_PAIR = {"sentence1": "오늘 날씨가 정말 좋네요.", "sentence2": "오늘은 날씨가 매우 좋습니다."}
@@ -102,90 +103,9 @@ def to_result(score: float) -> Similarity:
     return Similarity(score=score, similar=score >= SIMILAR_AT, probability=score / MAX_SCORE)
 
 
-class RequestGuard:
-    """ASGI middleware around the APIs.
-
-    - refuses bodies over max_bytes with 413 before anything parses them;
-    - replaces BentoML's generic body of a 503 from an API (the batch queue refused a request that would
-      exceed max_latency_ms) with a clear one, and adds Retry-After;
-    - adds X-Model-Name / X-Model-Version / X-Model-Registry-Version to every response.
-    """
-
-    def __init__(self, app, max_bytes: int, api_paths: tuple[str, ...], retry_after_seconds: int = 1) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.api_paths = api_paths
-        self.retry_after = str(retry_after_seconds).encode()
-
-    @staticmethod
-    def _model_headers() -> list[tuple[bytes, bytes]]:
-        return [(key.lower().encode(), value.encode()) for key, value in MODEL_HEADERS.items()]
-
-    def _json_start(self, status: int, body: bytes, extra: list[tuple[bytes, bytes]] = ()) -> dict:
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
-        return {"type": "http.response.start", "status": status, "headers": headers + self._model_headers()}
-
-    async def _refuse(self, send, size: str) -> None:
-        body = json.dumps({"error": f"request body is {size} bytes; the limit is {self.max_bytes}"}).encode()
-        await send(self._json_start(413, body))
-        await send({"type": "http.response.body", "body": body})
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        overloaded = False
-        is_api = scope.get("path") in self.api_paths
-
-        async def send_with_headers(message) -> None:
-            nonlocal overloaded
-            if message["type"] == "http.response.start":
-                if is_api and message["status"] == 503:
-                    overloaded = True
-                    await send(self._json_start(503, OVERLOADED, [(b"retry-after", self.retry_after)]))
-                    return
-                message = {**message, "headers": [*message.get("headers", []), *self._model_headers()]}
-            elif overloaded:  # the replacement body went out with the start message's length: send it once
-                if not message.get("more_body", False):
-                    await send({"type": "http.response.body", "body": OVERLOADED})
-                return
-            await send(message)
-
-        length = dict(scope.get("headers", [])).get(b"content-length")
-        if length is not None:
-            if length.isdigit() and int(length) > self.max_bytes:
-                await self._refuse(send, length.decode())
-                return
-            await self.app(scope, receive, send_with_headers)
-            return
-        # No Content-Length (chunked upload): read up to the limit, then replay the body to the app.
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            if size > self.max_bytes:
-                await self._refuse(send, f"more than {self.max_bytes}")
-                return
-        replayed = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-        sent = False
-
-        async def replay():
-            nonlocal sent
-            if not sent:
-                sent = True
-                return replayed
-            return await receive()
-
-        await self.app(scope, replay, send_with_headers)
-
-
 async def demo_page(_request) -> HTMLResponse:
     """The demo page: two sentences in, the score and the verdict out (no external assets)."""
-    return HTMLResponse((HERE / "pipeline" / "demo.html").read_text(encoding="utf-8"))
+    return HTMLResponse((HERE / "serving" / "demo.html").read_text(encoding="utf-8"))
 
 
 demo_app = Starlette(routes=[Route("/", demo_page)])
@@ -246,5 +166,9 @@ class KoreanSimilarity:
 
 
 KoreanSimilarity.add_asgi_middleware(
-    RequestGuard, max_bytes=SETTINGS.max_request_bytes, api_paths=("/similarity", "/similarity_batch")
+    RequestGuard,
+    max_bytes=SETTINGS.max_request_bytes,
+    api_paths=("/similarity", "/similarity_batch"),
+    model_headers=MODEL_HEADERS,
+    overloaded_body=OVERLOADED,
 )

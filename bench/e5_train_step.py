@@ -12,7 +12,6 @@ Needs models/base (run `dvc repro base` first).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
@@ -24,10 +23,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import load_params, resolve_path
-from pipeline.download import mirror_splits
 from pipeline.finetune import finetune
+from pipeline.heads import TrainingPairs
 from pipeline.paths import BASE_DIR
-from pipeline.preprocess import clean_split
+from pipeline.stages.download import mirror_splits
+from pipeline.stages.preprocess import clean_split
 
 VARIANTS = {
     "full-fp32": {"freeze_embeddings": False, "precision": "fp32"},
@@ -68,21 +68,22 @@ def main() -> None:
     columns = ("sentence1", "sentence2", "score")
     train = datasets.Dataset.from_list([{k: r[k] for k in columns} for r in rows["train"]])
     validation = datasets.Dataset.from_list([{k: r[k] for k in columns} for r in rows["validation"][:32]])
-    model = dataclasses.replace(params.model, head="bi")
+    model = params.model.model_copy(update={"head": "bi"})
     steps: dict[str, list[float]] = {name: [] for name in args.variants}
     for round_index in range(args.rounds):
         for name in args.variants:
-            config = dataclasses.replace(
-                params.train,
-                **VARIANTS[name],
-                epochs=1,
-                batch_size=args.batch_size,
-                max_train_pairs=args.batch_size * (args.bf16_steps if "bf16" in name else args.steps),
-                seed=round_index,
-                warmup_ratio=0.0,
+            config = params.train.model_copy(
+                update={
+                    **VARIANTS[name],
+                    "epochs": 1,
+                    "batch_size": args.batch_size,
+                    "max_train_pairs": args.batch_size * (args.bf16_steps if "bf16" in name else args.steps),
+                    "seed": round_index,
+                    "warmup_ratio": 0.0,
+                }
             )
             times: list[float] = []
-            finetune(str(BASE_DIR), model, train, validation, None, config, callbacks=[step_timer(times)], quiet=True)
+            finetune(str(BASE_DIR), model, TrainingPairs(train, validation), config, callbacks=[step_timer(times)], quiet=True)
             steps[name] += times[1:]
             print(f"round {round_index} {name:12s} median step {statistics.median(times[1:]):.2f} s", flush=True)
     summary = {

@@ -1,7 +1,7 @@
 """Trials per minute of the train stage's study with 1 vs 2 processes on one machine: 2 local workers
 (study.workers, two trials at once) or 2 data-parallel ranks (train.data_parallel, one trial at a time).
 
-Each variant runs `python -m pipeline.train` in its own work folder on a small slice of the mirror
+Each variant runs `python -m pipeline.stages.train` in its own work folder on a small slice of the mirror
 (fresh SQLite stores), on the embedded default model with a small training budget per trial, and times
 the whole stage (process starts included). On 2 CPU cores expect little gain: the point is that the
 recipe works and what it costs.
@@ -24,7 +24,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.toy_models import write_small_mirror  # noqa: E402  (after the sys.path line)
+from tests.support.toy_models import write_small_mirror  # noqa: E402  (after the sys.path line)
 
 VARIED_KEY = {"workers": ("study", "workers"), "data_parallel": ("train", "data_parallel")}
 
@@ -47,7 +47,7 @@ def prepare(work: Path, mirror: Path, trials: int, vary: str, processes: int, tr
 def timed_study(work: Path) -> float:
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "pipeline.train"],
+        [sys.executable, "-m", "pipeline.stages.train"],
         cwd=work,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         check=True,

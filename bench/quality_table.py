@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.evaluate import CLEAN_DIR, zero_shot_scorer
 from pipeline.metrics import SIMILAR_AT, similarity_metrics
-from pipeline.paths import BASE_DIR
+from pipeline.paths import BASE_DIR, CLEAN_DIR, MODEL_DIR
 from pipeline.scoring import PairScorer
+from pipeline.stages.evaluate import zero_shot_scorer
 from pipeline.tables import read_jsonl, split_path
 
 SPLITS = {"test": "KLUE-STS dev (test)", "validation": "KorSTS dev (validation)"}
@@ -27,7 +27,7 @@ SPLITS = {"test": "KLUE-STS dev (test)", "validation": "KorSTS dev (validation)"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("models/model"))
+    parser.add_argument("--model", type=Path, default=MODEL_DIR)
     parser.add_argument("--out", type=Path, default=Path("bench/results/quality_table.json"))
     args = parser.parse_args()
     tuned = PairScorer.from_folder(args.model)

@@ -69,19 +69,22 @@ def load_pairs(limit: int) -> list[tuple[str, str]]:
 
 def prepare_model(home: Path, model_name: str, source: str, folder: Path | None = None) -> tuple[Path, str]:
     """The pair-model folder (given, e.g. models/model, or built once from `source`) and its tag in the store at home."""
-    os.environ["BENTOML_HOME"] = str(home)  # before pipeline.package imports bentoml
-    from pipeline.models import ModelSettings, load_cross_encoder, load_tokenizer, resolve_model_source, save_pair_model
-    from pipeline.package import import_pair_model
+    os.environ["BENTOML_HOME"] = str(home)  # before pipeline.stages.package imports bentoml
+    from pipeline.heads import save_pair_model
+    from pipeline.heads.pair import load_sequence_classifier
+    from pipeline.models import ModelSettings, load_tokenizer, resolve_model_source
+    from pipeline.paths import PAIR_FOLDER, SETTINGS_FILE
+    from pipeline.stages.package import import_pair_model
 
     if folder is not None:
         return folder, import_pair_model(folder, model_name, {"registry_version": "bench"})
-    folder = home.parent / "pair_model"
-    if not (folder / "similarity.json").is_file():
+    folder = home.parent / PAIR_FOLDER
+    if not (folder / SETTINGS_FILE).is_file():
         resolved = resolve_model_source(source)
         tokenizer = load_tokenizer(resolved)
         tokenizer.model_max_length = 128
         settings = ModelSettings(head="cross", base_model=source, hangul_only=False)
-        save_pair_model(load_cross_encoder(resolved), tokenizer, settings, folder)
+        save_pair_model(load_sequence_classifier(resolved), tokenizer, settings, folder)
     return folder, import_pair_model(folder, model_name, {"registry_version": "bench"})
 
 
@@ -134,7 +137,7 @@ class Server:
 
 def make_server(kind: str, home: Path, pair_folder: Path, overrides: dict[str, str], logs: Path) -> Server:
     """One of the three servers on a free port."""
-    from pipeline.serving import free_local_port
+    from serving.ports import free_local_port
 
     port = free_local_port()
     env = {**os.environ, **BASE_ENV, "BENTOML_HOME": str(home)}
@@ -271,7 +274,7 @@ def main() -> None:
             finally:
                 server.stop()
     print(f"\n{HEADER}\n" + "\n".join(table_row(row) for row in rows))
-    from pipeline.serving import load_serve_settings
+    from pipeline.config import load_serve_settings
 
     settings = load_serve_settings(REPO / "params.yaml", {f"KSTS_SERVE_{k.upper()}": v for k, v in overrides.items()})
     report = {

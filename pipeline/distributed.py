@@ -79,29 +79,20 @@ def without_launcher_variables(environ: Mapping[str, str]) -> dict[str, str]:
     return {key: value for key, value in environ.items() if key not in LAUNCHER_VARIABLES and not key.startswith("TORCHELASTIC_")}
 
 
-def launcher_command(processes: int, argv: Sequence[str]) -> list[str]:
+def launcher_command(processes: int, module: str, argv: Sequence[str]) -> list[str]:
     """torchrun on this host (a free rendezvous port of its own, so several workers can each launch)."""
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={processes}",
-        "-m",
-        "pipeline.train",
-        *argv,
-    ]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m", module, *argv]
 
 
-def relaunch(processes: int, argv: Sequence[str], thread_budget: int) -> None:
-    """Run this train command again as `processes` ranks under torchrun and wait; PipelineError on failure.
+def relaunch(processes: int, module: str, argv: Sequence[str], thread_budget: int) -> None:
+    """Run the train stage `module` again as `processes` ranks under torchrun and wait; PipelineError on failure.
 
     The CPU threads this process may use are split among its ranks (torchrun's own default is 1 each).
     """
     environment = dict(os.environ)
     environment["OMP_NUM_THREADS"] = str(max(1, thread_budget // processes))
     print(f"train: {processes} processes per trial (torchrun, data parallel)", flush=True)
-    code = subprocess.run(launcher_command(processes, argv), env=environment).returncode
+    code = subprocess.run(launcher_command(processes, module, argv), env=environment).returncode
     if code != 0:
         raise PipelineError(f"the data-parallel train ranks failed (torchrun exit status {code}); see their output above")
 

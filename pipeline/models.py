@@ -1,4 +1,6 @@
-"""Finding, loading and saving encoders and fine-tuned pair models; the only place that calls from_pretrained."""
+"""Model folders: resolving a model name, loading its tokenizer, the settings saved beside a pair model, atomic swaps.
+
+The heads (pipeline/heads/) load and save the models themselves."""
 
 from __future__ import annotations
 
@@ -9,8 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline.errors import ConfigError
-
-SETTINGS_FILE = "similarity.json"
+from pipeline.paths import SETTINGS_FILE
 
 
 def resolve_model_source(name: str) -> str:
@@ -48,58 +49,6 @@ def load_tokenizer(source: str, lowercase: bool | None = None):
         raise ConfigError(f"cannot load a tokenizer from {source!r}: {error}") from error
 
 
-def load_cross_encoder(source: str):
-    """A sequence-classification model with one regression output, from safetensors weights.
-
-    Also loads a saved `mlp` model: pipeline.heads registers its classes with the Auto classes.
-    """
-    from transformers import AutoModelForSequenceClassification
-
-    import pipeline.heads  # noqa: F401  (registers the mlp head)
-
-    try:
-        return AutoModelForSequenceClassification.from_pretrained(
-            source, num_labels=1, problem_type="regression", use_safetensors=True, trust_remote_code=False
-        )
-    except OSError as error:
-        raise ConfigError(f"cannot load safetensors weights from {source!r}: {error}") from error
-
-
-def load_mlp_model(source: str, pooling: str, mlp_hidden: int, mlp_dropout: float):
-    """A new `mlp` head on a pretrained encoder."""
-    from pipeline.heads import PairMlpModel
-
-    try:
-        return PairMlpModel.from_encoder(source, pooling, mlp_hidden, mlp_dropout)
-    except OSError as error:
-        raise ConfigError(f"cannot load safetensors weights from {source!r}: {error}") from error
-
-
-def load_bi_encoder(source: str, max_length: int | None = None, pooling: str = "mean", lowercase: bool | None = None):
-    """A sentence-transformers bi-encoder: a saved one as is, or a plain encoder plus a pooling layer."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-
-    try:
-        if (Path(source) / "modules.json").is_file():
-            model = SentenceTransformer(
-                source, local_files_only=True, trust_remote_code=False, model_kwargs={"use_safetensors": True}
-            )
-        else:
-            encoder = Transformer(
-                source,
-                model_kwargs={"use_safetensors": True},
-                processor_kwargs=tokenizer_overrides(lowercase),
-                max_seq_length=max_length,
-            )
-            model = SentenceTransformer(modules=[encoder, Pooling(encoder.get_embedding_dimension(), pooling)])
-    except OSError as error:
-        raise ConfigError(f"cannot load a bi-encoder from {source!r}: {error}") from error
-    if max_length is not None:
-        model.max_seq_length = max_length
-    return model
-
-
 @dataclass(frozen=True)
 class ModelSettings:
     """What scoring needs to know about a saved pair model, stored beside its weights."""
@@ -131,18 +80,3 @@ def replace_folder(target: Path, fill: Callable[[Path], None]) -> None:
         raise
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
-
-
-def save_pair_model(model, tokenizer, settings: ModelSettings, folder: Path) -> None:
-    """save_pretrained (safetensors) + tokenizer + the settings scoring needs.
-
-    A bi-encoder (sentence-transformers) saves its own tokenizer and modules: pass tokenizer=None.
-    """
-
-    def fill(staging: Path) -> None:
-        model.save_pretrained(str(staging), safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(staging)
-        settings.save(staging)
-
-    replace_folder(folder, fill)

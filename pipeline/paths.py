@@ -1,8 +1,47 @@
-"""Artifact paths shared by more than one stage (relative to the repository root, where every stage runs)."""
+"""Every artifact path of the pipeline, once. Relative to the repository root, where every stage runs.
+
+dvc.yaml names the same files as stage outputs; tests/test_architecture.py checks that no other module
+spells one of them.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-BASE_DIR = Path("models/base")  # the base encoder, as the base stage materialized it
-SOURCE_RECORD = BASE_DIR / "source.json"  # where those weights came from (kind, revision, resolved commit, digest)
+# Data
+RAW_DIR = Path("data/raw")  # download: the three splits (and NLI triplets) as read from the sources
+CLEAN_DIR = Path("data/clean")  # preprocess: normalized, validated splits
+TOKENIZED_DIR = Path("data/tokenized")  # tokenize: pair encodings (cross and mlp heads) and the tokenizer
+TOKENIZED_PAIRS = TOKENIZED_DIR / "pairs"
+TOKENIZER_DIR = TOKENIZED_DIR / "tokenizer"
+
+# Models
+BASE_DIR = Path("models/base")  # base: the base encoder, as the base stage materialized it
+SOURCE_RECORD = BASE_DIR / "source.json"  # where those weights came from (kind, revision, resolved commit)
+MODEL_DIR = Path("models/model")  # train: the study's best model, calibrated
+STUDIES_DIR = Path("studies")  # train: each study's trial models (studies/<study name>/trial-N)
+TRIAL_DIR_PREFIX = "trial-"
+
+# Reports
+PREPROCESS_REPORT = Path("reports/preprocess.json")
+TRAIN_METRICS = Path("reports/train_metrics.json")
+TRAIN_HISTORY = Path("reports/train_history.json")
+STUDY_REPORT = Path("reports/study.json")
+METRICS = Path("reports/metrics.json")  # evaluate: test-split metrics
+PREDICTIONS = Path("reports/predictions.csv")
+REGISTER_REPORT = Path("reports/register.json")
+PACKAGE_REPORT = Path("reports/package.json")
+COMPARE_REPORT = Path("reports/compare.md")  # make compare
+COMPARE_TABLE = Path("reports/compare.csv")
+
+# Stores (defaults; environment variables and params may point elsewhere)
+MLFLOW_DB = "mlflow.db"
+MLFLOW_ARTIFACTS = "mlartifacts"
+OPTUNA_DB = STUDIES_DIR / "optuna.db"
+BENTOML_HOME_DIR = "bentoml_home"
+BENTOFILE = Path("bentofile.yaml")
+
+# Inside a saved pair model, a registered model and a BentoML model
+SETTINGS_FILE = "similarity.json"  # head, base model, text settings: what scoring needs
+CALIBRATION_FILE = "calibration.json"
+PAIR_FOLDER = "pair_model"  # the pair-model folder inside the MLflow artifact and the BentoML model

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.errors import PipelineError
-from pipeline.models import SETTINGS_FILE
+from pipeline.paths import PAIR_FOLDER, SETTINGS_FILE
 
-PAIR_MODEL_ARTIFACT = "pair_model"
+PAIR_MODEL_ARTIFACT = PAIR_FOLDER  # the artifact key of the logged pyfunc (pyfunc_model.py reads it)
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 
 

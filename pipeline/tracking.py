@@ -11,10 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
-
-MLFLOW_DB = "mlflow.db"
-MLFLOW_ARTIFACTS = "mlartifacts"
-OPTUNA_DB = "studies/optuna.db"
+from pipeline.paths import MLFLOW_ARTIFACTS, MLFLOW_DB, OPTUNA_DB
 
 
 class StoreError(PipelineError):

@@ -14,9 +14,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import yaml
 
-from pipeline.serving import free_local_port
-from pipeline.toy_models import write_small_mirror
+from serving.ports import free_local_port
+from tests.support.toy_models import write_small_mirror
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR = (REPO / ".." / "shared" / "data").resolve()
@@ -82,7 +83,7 @@ def mirror_sentences(mirror: Path, limit: int = 600) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_bert(mirror, tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT with a WordPiece vocabulary trained on mirror sentences."""
-    from pipeline.toy_models import build_tiny_bert
+    from tests.support.toy_models import build_tiny_bert
 
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), mirror_sentences(mirror), vocab_size=800)
 
@@ -90,23 +91,40 @@ def tiny_bert(mirror, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_roberta(mirror, tmp_path_factory) -> Path:
     """A 2-layer, 32-wide RoBERTa with a byte-level BPE vocabulary trained on mirror sentences."""
-    from pipeline.toy_models import build_tiny_roberta
+    from tests.support.toy_models import build_tiny_roberta
 
     return build_tiny_roberta(tmp_path_factory.mktemp("tiny-roberta"), mirror_sentences(mirror), vocab_size=800)
 
 
-@pytest.fixture()
-def repo_copy(tmp_path) -> Path:
-    """The pipeline's files in a fresh git repository: what a user's clone holds."""
-    target = tmp_path / "repo"
-    target.mkdir()
-    for name in ("pipeline", ".dvc", "dvc.yaml", "params.yaml", ".gitignore", "pyproject.toml", "service.py", "bentofile.yaml"):
+REPO_FILES = (
+    "pipeline",
+    "serving",
+    ".dvc",
+    "dvc.yaml",
+    "params.yaml",
+    ".gitignore",
+    "pyproject.toml",
+    "service.py",
+    "bentofile.yaml",
+)
+
+
+def copy_repository(target: Path) -> Path:
+    """The pipeline's files in a new folder: what a user's clone holds."""
+    target.mkdir(parents=True)
+    for name in REPO_FILES:
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
         else:
             shutil.copy2(source, target / name)
     return target
+
+
+@pytest.fixture()
+def repo_copy(tmp_path) -> Path:
+    """A copy of the repository's files in a temp folder."""
+    return copy_repository(tmp_path / "repo")
 
 
 @contextlib.contextmanager
@@ -173,3 +191,25 @@ def postgres_url():
     finally:
         as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture()
+def stage_repo(tmp_path, small_mirror, tiny_bert, monkeypatch):
+    """A work folder with params for a tiny study and the tokenize stage's output already there."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    params["data"]["mirror_dir"] = str(small_mirror)
+    params["model"].update(name=str(tiny_bert), max_length=48)
+    params["train"].update(epochs=1, batch_size=16, learning_rate=1e-3, eval_batch_size=32)
+    params["study"].update(n_trials=3, heartbeat_seconds=2, pruner="none")
+    params["study"]["search"].update(learning_rate=[3e-4, 1e-3], batch_size=[16, 32], epochs=[1, 2])
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    monkeypatch.chdir(work)
+    for name in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE"):
+        monkeypatch.delenv(name, raising=False)
+    from pipeline.stages import base, download, preprocess, tokenize
+
+    for stage in (download, preprocess, base, tokenize):
+        stage.main()
+    return work

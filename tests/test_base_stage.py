@@ -5,10 +5,10 @@ import shutil
 
 import pytest
 
-from pipeline.base import materialize_base_model
 from pipeline.errors import ConfigError
 from pipeline.models import load_tokenizer
 from pipeline.sources import source_kind
+from pipeline.stages.base import materialize_base_model
 
 
 def test_source_kinds_are_told_apart(tmp_path):

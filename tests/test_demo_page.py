@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 # The service fixtures (shared with tests/test_service.py: one server per session).
-from pipeline.serving import free_local_port
+from serving.ports import free_local_port
 from tests.test_service import PAIRS, bento_store, champion_folder, offline_scores, served  # noqa: F401
 
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C WebDriver element key

@@ -3,7 +3,8 @@ import json
 import pytest
 
 from pipeline.config import DataParams
-from pipeline.download import (
+from pipeline.errors import DataError
+from pipeline.stages.download import (
     hub_splits,
     klue_records,
     mirror_splits,
@@ -11,7 +12,6 @@ from pipeline.download import (
     read_korsts,
     split_off_validation,
 )
-from pipeline.errors import DataError
 
 
 def test_mirror_split_sizes_and_normalized_rows(mirror):

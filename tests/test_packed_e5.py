@@ -16,7 +16,7 @@ import pytest
 from pipeline.errors import ConfigError
 from pipeline.sources.packed_e5 import compile_charsmap, convert_packed_e5, expected_shapes, read_packed_e5
 from tests.conftest import mirror_sentences
-from tests.packed_e5_writer import QUANTIZED, file_names, file_tensors, q4_scales, write_packed_e5
+from tests.support.packed_e5_writer import QUANTIZED, file_names, file_tensors, q4_scales, write_packed_e5
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 # Full-width letter -> ASCII, zero-width space -> nothing, a circled digit, an ideographic space, one -> three chars.

@@ -1,4 +1,8 @@
-"""The real pipeline through `dvc repro` in a temporary git repository, offline, on a tiny model."""
+"""The real pipeline through `dvc repro` in a temporary git repository, offline, on a tiny model.
+
+Named scenarios on one reproduced repository: the first repro, a no-op repro, a param change, push/pull;
+then bad source files.
+"""
 
 import json
 import os
@@ -10,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import OFFLINE_ENV, REPO
+from tests.conftest import OFFLINE_ENV, REPO, copy_repository
+from tests.support.toy_models import write_small_mirror
 
 
 def _no_network_prefix() -> list[str]:
@@ -40,73 +45,97 @@ def set_params(repo: Path, **changes) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
 
 
-@pytest.fixture()
-def tiny_repo(repo_copy, small_mirror, tiny_bert):
+def tiny_params(repo: Path, mirror: Path, encoder: Path) -> Path:
+    """Point a repository copy at the small mirror and a tiny encoder, with a two-trial study; git init it."""
     set_params(
-        repo_copy,
-        data={"mirror_dir": str(small_mirror)},
-        model={"name": str(tiny_bert), "max_length": 64},
+        repo,
+        data={"mirror_dir": str(mirror)},
+        model={"name": str(encoder), "max_length": 64},
         train={"epochs": 1, "batch_size": 16, "eval_batch_size": 32, "learning_rate": 1e-3},
         study={"n_trials": 2, "search": {**DEFAULT_SEARCH, "epochs": [1, 2], "learning_rate": [3e-4, 1e-3]}},
     )
-    subprocess.run(["git", "init", "-q"], cwd=repo_copy, check=True)
-    return repo_copy
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    return repo
+
+
+@pytest.fixture()
+def tiny_repo(repo_copy, small_mirror, tiny_bert):
+    return tiny_params(repo_copy, small_mirror, tiny_bert)
 
 
 STAGES = ("download", "preprocess", "base", "tokenize", "train", "evaluate", "register", "package")
 DEFAULT_SEARCH = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))["study"]["search"]
 
 
-def test_repro_runs_every_stage_then_is_a_noop_then_reruns_only_what_changed(tiny_repo, small_mirror):
-    first = dvc(tiny_repo, "repro")
-    assert first.returncode == 0, first.stdout + first.stderr
-    for stage in STAGES:
-        assert f"Running stage '{stage}'" in first.stdout
+def stages_run(result: subprocess.CompletedProcess) -> list[str]:
+    return [stage for stage in STAGES if f"Running stage '{stage}'" in result.stdout]
 
-    metrics = json.loads((tiny_repo / "reports/metrics.json").read_text(encoding="utf-8"))
+
+@pytest.fixture(scope="module")
+def reproduced(mirror, tiny_bert, tmp_path_factory):
+    """One tiny repository after a first `dvc repro`, shared by the scenarios below (they run in file order)."""
+    work = tmp_path_factory.mktemp("reproduced")
+    repo = tiny_params(copy_repository(work / "repo"), write_small_mirror(mirror, work / "mirror"), tiny_bert)
+    first = dvc(repo, "repro")
+    assert first.returncode == 0, first.stdout + first.stderr
+    return repo, work / "mirror", first
+
+
+def test_repro_runs_every_stage_and_writes_every_output(reproduced):
+    repo, small_mirror, first = reproduced
+    assert stages_run(first) == list(STAGES)
+    metrics = json.loads((repo / "reports/metrics.json").read_text(encoding="utf-8"))
     assert metrics["test"]["pairs"] == 60 and metrics["threshold"] == 3.0
     assert set(metrics["test"]) == {"f1", "pearson", "spearman", "mse", "pairs"}
     test_rows = json.loads((small_mirror / "klue-sts/klue-sts-v1.1_dev.json").read_text(encoding="utf-8"))
     assert set(metrics["by_source"]) == {row["source"] for row in test_rows}
     assert sum(source["pairs"] for source in metrics["by_source"].values()) == 60
-    predictions = (tiny_repo / "reports/predictions.csv").read_text(encoding="utf-8").splitlines()
+    predictions = (repo / "reports/predictions.csv").read_text(encoding="utf-8").splitlines()
     assert len(predictions) == 61 and predictions[0].startswith("guid,source,sentence1,sentence2,score,predicted")
-    assert (tiny_repo / "models/model/model.safetensors").is_file()
-    package = json.loads((tiny_repo / "reports/package.json").read_text(encoding="utf-8"))
+    assert (repo / "models/model/model.safetensors").is_file()
+    package = json.loads((repo / "reports/package.json").read_text(encoding="utf-8"))
     assert package["registry_version"] == "1" and package["bento"].startswith("korean_sts:")
-    assert (tiny_repo / "bentoml_home/bentos/korean_sts").is_dir()
-    preprocess = json.loads((tiny_repo / "reports/preprocess.json").read_text(encoding="utf-8"))
+    assert (repo / "bentoml_home/bentos/korean_sts").is_dir()
+    preprocess = json.loads((repo / "reports/preprocess.json").read_text(encoding="utf-8"))
     assert preprocess["test"]["rows_out"] == 60
-    lock = (tiny_repo / "dvc.lock").read_text(encoding="utf-8")
-
-    second = dvc(tiny_repo, "repro")
-    assert second.returncode == 0, second.stderr
-    assert "Running stage" not in second.stdout
-    assert (tiny_repo / "dvc.lock").read_text(encoding="utf-8") == lock
-
-    set_params(tiny_repo, evaluate={"threshold": 3.5})  # an evaluate param: nothing upstream of evaluate reruns
-    third = dvc(tiny_repo, "repro")
-    assert third.returncode == 0, third.stderr
-    # register logs a new version (the champion stays), so package rebuilds the Bento around the same model
-    assert [stage for stage in STAGES if f"Running stage '{stage}'" in third.stdout] == ["evaluate", "register", "package"]
-    assert json.loads((tiny_repo / "reports/metrics.json").read_text(encoding="utf-8"))["threshold"] == 3.5
-    register = json.loads((tiny_repo / "reports/register.json").read_text(encoding="utf-8"))
-    assert register["version"] == "2" and register["champion_uri"] == "models:/korean-sts-similarity@champion"
-
-    shown = dvc(tiny_repo, "metrics", "show", "--json")
+    shown = dvc(repo, "metrics", "show", "--json")
     assert shown.returncode == 0 and '"f1"' in shown.stdout
 
-    # the default remote `storage` (a local path beside the repository): push, lose everything, pull it back
-    pushed = dvc(tiny_repo, "push")
+
+def test_a_second_repro_is_a_noop(reproduced):
+    repo, *_ = reproduced
+    lock = (repo / "dvc.lock").read_text(encoding="utf-8")
+    second = dvc(repo, "repro")
+    assert second.returncode == 0, second.stderr
+    assert "Running stage" not in second.stdout
+    assert (repo / "dvc.lock").read_text(encoding="utf-8") == lock
+
+
+def test_a_param_change_reruns_only_the_stages_that_read_it(reproduced):
+    repo, *_ = reproduced
+    set_params(repo, evaluate={"threshold": 3.5})  # an evaluate param: nothing upstream of evaluate reruns
+    third = dvc(repo, "repro")
+    assert third.returncode == 0, third.stderr
+    # register logs a new version (the champion stays), so package rebuilds the Bento around the same model
+    assert stages_run(third) == ["evaluate", "register", "package"]
+    assert json.loads((repo / "reports/metrics.json").read_text(encoding="utf-8"))["threshold"] == 3.5
+    register = json.loads((repo / "reports/register.json").read_text(encoding="utf-8"))
+    assert register["version"] == "2" and register["champion_uri"] == "models:/korean-sts-similarity@champion"
+
+
+def test_push_then_pull_brings_back_every_output(reproduced):
+    """The default remote `storage` (a local path beside the repository): push, lose everything, pull it back."""
+    repo, *_ = reproduced
+    pushed = dvc(repo, "push")
     assert pushed.returncode == 0, pushed.stderr
-    assert any((tiny_repo.parent / "dvc-storage").rglob("*"))
-    model_bytes = (tiny_repo / "models/model/model.safetensors").read_bytes()
+    assert any((repo.parent / "dvc-storage").rglob("*"))
+    model_bytes = (repo / "models/model/model.safetensors").read_bytes()
     for lost in ("models", "data", "reports", ".dvc/cache"):  # (the BentoML store is outside DVC, like mlflow.db)
-        shutil.rmtree(tiny_repo / lost)
-    pulled = dvc(tiny_repo, "pull")
+        shutil.rmtree(repo / lost)
+    pulled = dvc(repo, "pull")
     assert pulled.returncode == 0, pulled.stderr
-    assert (tiny_repo / "models/model/model.safetensors").read_bytes() == model_bytes
-    status = dvc(tiny_repo, "status")
+    assert (repo / "models/model/model.safetensors").read_bytes() == model_bytes
+    status = dvc(repo, "status")
     assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
 
 

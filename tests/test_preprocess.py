@@ -3,7 +3,7 @@ import unicodedata
 import pytest
 
 from pipeline.errors import DataError
-from pipeline.preprocess import clean_split, validate_record
+from pipeline.stages.preprocess import clean_split, validate_record
 from pipeline.text import normalize_text
 
 

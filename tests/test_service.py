@@ -23,9 +23,12 @@ import numpy as np
 import pytest
 import yaml
 
+from pipeline.config import ServeSettings, load_serve_settings
 from pipeline.errors import ConfigError
-from pipeline.models import ModelSettings, load_cross_encoder, load_tokenizer, save_pair_model
-from pipeline.serving import ServeSettings, free_local_port, load_serve_settings
+from pipeline.heads import save_pair_model
+from pipeline.heads.pair import load_sequence_classifier
+from pipeline.models import ModelSettings, load_tokenizer
+from serving.ports import free_local_port
 from tests.conftest import OFFLINE_ENV, REPO, running_server
 
 MODEL_NAME = "korean-sts-similarity"
@@ -98,7 +101,7 @@ def make_champion_folder(tiny_bert, tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("champion") / "model"
     torch.manual_seed(0)
-    model = load_cross_encoder(str(tiny_bert)).eval()
+    model = load_sequence_classifier(str(tiny_bert)).eval()
     tokenizer = load_tokenizer(str(tiny_bert))
     tokenizer.model_max_length = 128
     first, second = zip(*[(normalize_text(a), normalize_text(b)) for a, b in PAIRS], strict=True)
@@ -132,7 +135,7 @@ def make_bento_store(champion_folder: Path, tmp_path_factory) -> dict[str, str]:
     home = tmp_path_factory.mktemp("bentoml_home")
     labels = {"registry_version": REGISTRY_VERSION}
     code = (
-        "from pipeline.package import import_pair_model\n"
+        "from pipeline.stages.package import import_pair_model\n"
         f"args = ({str(champion_folder)!r}, {MODEL_NAME!r}, {labels!r}, {{'model_uri': 'test'}})\n"
         "print(import_pair_model(*args)); print(import_pair_model(*args))\n"
     )
@@ -190,8 +193,8 @@ def test_serve_settings_defaults_params_and_environment(tmp_path):
     [
         ("serve: {max_batch_sise: 8}\n", {}, "unknown key"),
         ("serve: {workers: two}\n", {}, "serve.workers"),
-        ("serve: {workers: 0}\n", {}, "at least 1"),
-        ("serve: {max_batch_size: 1}\n", {}, "at least 2"),
+        ("serve: {workers: 0}\n", {}, "serve.workers: Input should be greater than or equal to 1"),
+        ("serve: {max_batch_size: 1}\n", {}, "greater than or equal to 2"),
         ("", {"KSTS_SERVE_BATCHING": "maybe"}, "KSTS_SERVE_BATCHING"),
         ("", {"KSTS_SERVE_WORKERS": "2.5"}, "KSTS_SERVE_WORKERS"),
     ],
@@ -208,14 +211,14 @@ def test_the_repository_params_give_valid_settings():
 
 
 def test_import_refuses_a_folder_that_is_not_a_pair_model(tiny_bert, tmp_path):
-    code = f"from pipeline.package import import_pair_model\nimport_pair_model({str(tiny_bert)!r}, 'x')\n"
+    code = f"from pipeline.stages.package import import_pair_model\nimport_pair_model({str(tiny_bert)!r}, 'x')\n"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=python_env(tmp_path), capture_output=True, text=True)
     assert done.returncode != 0 and "not a fine-tuned pair model" in done.stderr
 
 
 def test_champion_from_report(tmp_path):
     from pipeline.errors import PipelineError
-    from pipeline.package import champion_from_report
+    from pipeline.stages.package import champion_from_report
 
     report = tmp_path / "register.json"
     with pytest.raises(PipelineError, match="run the register stage"):
@@ -344,7 +347,7 @@ def test_bentoml_build_makes_a_bento_offline_that_serves(bento_store, champion_f
     home = Path(bento_store["home"])
     started = time.monotonic()
     output = run_python(
-        f"from pipeline.package import build_bento\nprint(build_bento('bentofile.yaml', '.', {bento_store['tag']!r}))\n",
+        f"from pipeline.stages.package import build_bento\nprint(build_bento('bentofile.yaml', '.', {bento_store['tag']!r}))\n",
         home,
         offline=True,
     )
@@ -355,10 +358,20 @@ def test_bentoml_build_makes_a_bento_offline_that_serves(bento_store, champion_f
     manifest = yaml.safe_load((bento / "bento.yaml").read_text(encoding="utf-8"))
     assert manifest["args"] == {"model_tag": bento_store["tag"]}  # the exact champion, not `latest`
     assert [str(model["tag"]) for model in manifest["services"][0]["models"]] == [bento_store["tag"]]
-    for relative in ("service.py", "params.yaml", "pipeline/scoring.py", "pipeline/serving.py", "pipeline/demo.html"):
+    for relative in (
+        "service.py",
+        "params.yaml",
+        "pipeline/scoring.py",
+        "pipeline/heads/bi.py",
+        "serving/guard.py",
+        "serving/demo.html",
+    ):
         assert (bento / "src" / relative).is_file(), relative
     copied = {path.relative_to(bento / "src").as_posix() for path in (bento / "src").rglob("*") if path.is_file()}
-    assert all(name in {"service.py", "params.yaml", "bentofile.yaml"} or name.startswith("pipeline/") for name in copied), copied
+    assert all(
+        name in {"service.py", "params.yaml", "bentofile.yaml"} or name.startswith(("pipeline/", "serving/")) for name in copied
+    )
+    assert not [name for name in copied if "__pycache__" in name], copied
     requirements = (bento / "env/python/requirements.txt").read_text(encoding="utf-8")
     assert "torch==2.13.0" in requirements and "transformers==" in requirements
     assert seconds < 120, f"bentoml build took {seconds:.0f} s"
@@ -374,7 +387,9 @@ def test_bentoml_build_makes_a_bento_offline_that_serves(bento_store, champion_f
     newer = home / "newer-model"
     shutil.copytree(champion_folder, newer)
     ModelSettings(head="cross", base_model="another", hangul_only=False).save(newer)
-    run_python(f"from pipeline.package import import_pair_model\nimport_pair_model({str(newer)!r}, {MODEL_NAME!r})\n", home)
+    run_python(
+        f"from pipeline.stages.package import import_pair_model\nimport_pair_model({str(newer)!r}, {MODEL_NAME!r})\n", home
+    )
 
     # Served from the Bento, with a 1 ms queue limit (KSTS_SERVE_* work there too): a burst must be refused
     # with 503 + a clear message + Retry-After, never a 500; lone requests still answer.

@@ -1,19 +1,24 @@
-"""Tokenize -> finetune -> save -> reload -> score, for each head on tiny BERT and RoBERTa models and a slice of the mirror."""
+"""Every head through its interface: training pairs -> finetune -> save -> reload -> score, on tiny BERT and
+RoBERTa models and a slice of the mirror."""
 
-import typing
+import contextlib
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipeline.config import ModelParams, TrainParams
-from pipeline.download import mirror_splits
 from pipeline.errors import ConfigError
 from pipeline.finetune import finetune, select_train_pairs
-from pipeline.models import ModelSettings, load_tokenizer, resolve_model_source, save_pair_model
-from pipeline.preprocess import clean_split
+from pipeline.heads import HEADS, LoadedModel, TrainingJob, save_pair_model
+from pipeline.heads.pair import encode_pairs
+from pipeline.models import ModelSettings, load_tokenizer, resolve_model_source
+from pipeline.paths import CLEAN_DIR
 from pipeline.scoring import PairScorer
-from pipeline.tokenize import encode_pairs
+from pipeline.stages.download import mirror_splits
+from pipeline.stages.preprocess import clean_split
+from pipeline.tables import split_path, write_jsonl
 
 TINY_TRAIN = TrainParams(
     seed=3,
@@ -31,7 +36,6 @@ TINY_TRAIN = TrainParams(
     freeze_embeddings=False,
     calibration="auto",
 )
-HEADS = typing.get_args(typing.get_type_hints(ModelParams)["head"])
 
 
 def model_params(head: str) -> ModelParams:
@@ -86,52 +90,56 @@ def test_select_train_pairs_is_a_seeded_subset():
 
 @pytest.fixture(scope="module")
 def small_splits(mirror, tmp_path_factory):
-    from pipeline.toy_models import write_small_mirror
+    from tests.support.toy_models import write_small_mirror
 
     small = write_small_mirror(mirror, tmp_path_factory.mktemp("mirror"), train_rows=200, dev_rows=64, test_rows=48)
     return {name: clean_split(rows, hangul_only=False)[0] for name, rows in mirror_splits(small).items()}
 
 
-def train_head(encoder: Path, head: str, splits, folder: Path):
-    """What a trial does: encode (cross, mlp) or keep text (bi), finetune, save the pair model."""
-    import datasets
+@pytest.fixture(scope="module")
+def workdir(small_splits, tmp_path_factory) -> Path:
+    """A work folder holding the clean splits where the preprocess stage leaves them (the heads read them there)."""
+    work = tmp_path_factory.mktemp("work")
+    for name, rows in small_splits.items():
+        write_jsonl(work / split_path(CLEAN_DIR, name), rows)
+    return work
 
-    tables = {
-        name: datasets.Dataset.from_list([{k: r[k] for k in ("sentence1", "sentence2", "score")} for r in rows])
-        for name, rows in splits.items()
-    }
-    tokenizer = load_tokenizer(str(encoder))
-    tokenizer.model_max_length = 64
-    pairs = tables if head == "bi" else {name: encode_pairs(table, tokenizer, 64) for name, table in tables.items()}
-    model, result = finetune(str(encoder), model_params(head), pairs["train"], pairs["validation"], tokenizer, TINY_TRAIN)
-    settings = ModelSettings(head=head, base_model=str(encoder), hangul_only=False)
-    save_pair_model(model, None if head == "bi" else tokenizer, settings, folder)
+
+def settings_for(encoder: Path, head: str) -> ModelSettings:
+    return ModelSettings(head=head, base_model=str(encoder), hangul_only=False)
+
+
+def train_head(encoder: Path, head: str, workdir: Path, folder: Path):
+    """What a trial does: the head's training pairs for this encoder, finetune, save the pair model."""
+    with contextlib.chdir(workdir):
+        pairs = HEADS[head].training_pairs(model_params(head), str(encoder))
+    model, result = finetune(str(encoder), model_params(head), pairs, TINY_TRAIN)
+    save_pair_model(model, pairs.tokenizer, settings_for(encoder, head), folder)
     return model, result, pairs
 
 
-def untrained_scorer(encoder: Path, head: str) -> PairScorer:
-    """The model a trial starts from (same seed), before any training step."""
+def in_memory_scorer(model, pairs, settings: ModelSettings) -> PairScorer:
+    """A scorer of a model in memory, with the tokenizer it trained with (a bi-encoder carries its own)."""
+    return PairScorer(LoadedModel(model, pairs.tokenizer or model.tokenizer), settings)
+
+
+def untrained_scorer(encoder: Path, head: str, pairs) -> PairScorer:
+    """The model a trial starts from (same seed), before any training step: what the head's trainer builds."""
     from transformers import set_seed
 
-    from pipeline.models import load_bi_encoder, load_cross_encoder, load_mlp_model
-
     set_seed(TINY_TRAIN.seed)
-    settings = ModelSettings(head=head, base_model=str(encoder), hangul_only=False)
-    if head == "bi":
-        model = load_bi_encoder(str(encoder), 64)
-        return PairScorer(model, model.tokenizer, settings)
-    model = load_mlp_model(str(encoder), "mean", 16, 0.1) if head == "mlp" else load_cross_encoder(str(encoder))
-    tokenizer = load_tokenizer(str(encoder))
-    tokenizer.model_max_length = 64
-    return PairScorer(model, tokenizer, settings)
+    with tempfile.TemporaryDirectory() as checkpoints:
+        job = TrainingJob(str(encoder), model_params(head), pairs, TINY_TRAIN, checkpoints, "pearson")
+        model = HEADS[head].trainer(job).model
+    return in_memory_scorer(model, pairs, settings_for(encoder, head))
 
 
 @pytest.fixture(scope="module", params=[(arch, head) for arch in ("bert", "roberta") for head in HEADS], ids="-".join)
-def trained(request, tiny_bert, tiny_roberta, small_splits, tmp_path_factory):
+def trained(request, tiny_bert, tiny_roberta, small_splits, workdir, tmp_path_factory):
     arch, head = request.param
     encoder = tiny_bert if arch == "bert" else tiny_roberta
     folder = tmp_path_factory.mktemp(f"{arch}-{head}") / "model"
-    model, result, pairs = train_head(encoder, head, small_splits, folder)
+    model, result, pairs = train_head(encoder, head, workdir, folder)
     return encoder, head, model, result, folder, small_splits, pairs
 
 
@@ -142,23 +150,25 @@ def test_finetune_learns_and_keeps_the_best_epoch(trained):
     assert set(result.best_metrics) >= {"loss", "pearson", "spearman", "f1", "mse"}
     gold = np.array([r["score"] for r in splits["validation"]])
     # tiny models from scratch learn little beyond the score scale in 16 steps; they must still beat their start
-    untrained = untrained_scorer(encoder, head).score([(r["sentence1"], r["sentence2"]) for r in splits["validation"]])
+    untrained = untrained_scorer(encoder, head, trained[-1]).score(
+        [(r["sentence1"], r["sentence2"]) for r in splits["validation"]]
+    )
     assert result.best_metrics["mse"] < 0.99 * float(np.mean((gold - untrained) ** 2)), result.best_metrics
 
 
 def test_roberta_pairs_carry_no_token_type_ids(trained):
-    encoder, head, *_, pairs = trained
-    if head != "bi":
-        assert ("token_type_ids" in pairs["train"].column_names) == ("roberta" not in encoder.name)
+    encoder, *_, pairs = trained
+    if "input_ids" in pairs.train.column_names:  # heads that train on pair encodings
+        assert ("token_type_ids" in pairs.train.column_names) == ("roberta" not in encoder.name)
 
 
 def test_saved_model_reloads_with_safetensors_and_scores_identically(trained):
-    _, head, model, _, folder, splits, _ = trained
+    _, head, model, _, folder, splits, training_pairs = trained
     assert (folder / "model.safetensors").is_file() and (folder / "similarity.json").is_file()
     assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.pt"))
     assert not folder.with_name("model.partial").exists()
     pairs = [(r["sentence1"], r["sentence2"]) for r in splits["test"]]
-    in_memory = PairScorer(model, model.tokenizer if head == "bi" else load_tokenizer(str(folder)), ModelSettings.load(folder))
+    in_memory = in_memory_scorer(model, training_pairs, ModelSettings.load(folder))
     reloaded = PairScorer.from_folder(folder, device="cpu")
     assert reloaded.settings.head == head and type(reloaded.model) is type(model)
     scores = reloaded.score(pairs, batch_size=7)
@@ -170,7 +180,7 @@ def test_saved_model_reloads_with_safetensors_and_scores_identically(trained):
 
 
 def test_mixed_precision_choice_per_device():
-    from pipeline.finetune import mixed_precision
+    from pipeline.heads.base import mixed_precision
 
     assert mixed_precision("auto", cuda=False, bf16_supported=False) == {"bf16": False, "fp16": False}
     assert mixed_precision("auto", cuda=True, bf16_supported=True) == {"bf16": True, "fp16": False}
@@ -222,11 +232,10 @@ def test_the_prefix_goes_before_every_sentence_and_the_calibration_after_the_mod
 
     from pipeline.calibration import Calibration
 
-    _, head, model, _, folder, splits, _ = trained
+    _, _, model, _, folder, splits, training_pairs = trained
     pairs = [(r["sentence1"], r["sentence2"]) for r in splits["test"][:12]]
-    tokenizer = model.tokenizer if head == "bi" else load_tokenizer(str(folder))
-    plain = PairScorer(model, tokenizer, ModelSettings.load(folder))
-    prefixed = PairScorer(model, tokenizer, replace(ModelSettings.load(folder), prefix="요약: "))
+    plain = in_memory_scorer(model, training_pairs, ModelSettings.load(folder))
+    prefixed = in_memory_scorer(model, training_pairs, replace(ModelSettings.load(folder), prefix="요약: "))
     by_hand = plain.raw_scores([("요약: " + a, "요약: " + b) for a, b in pairs])
     np.testing.assert_allclose(prefixed.raw_scores(pairs), by_hand, atol=1e-6)
     assert not np.allclose(prefixed.raw_scores(pairs), plain.raw_scores(pairs))

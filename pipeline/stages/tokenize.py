@@ -1,35 +1,16 @@
-"""Stage tokenize: clean split tables -> pair encodings with the model's own tokenizer, saved as Arrow."""
+"""Stage tokenize: clean split tables -> pair encodings with the model's own tokenizer, saved as Arrow.
+
+What the `cross` and `mlp` heads train on (pipeline.heads.pair); the `bi` head reads the clean text.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pipeline.config import load_params
 from pipeline.errors import run_stage
+from pipeline.heads.pair import encode_pairs
 from pipeline.models import load_tokenizer
-from pipeline.paths import BASE_DIR
+from pipeline.paths import BASE_DIR, CLEAN_DIR, TOKENIZED_PAIRS, TOKENIZER_DIR
 from pipeline.tables import SPLITS, split_path
-from pipeline.text import with_prefix
-
-CLEAN_DIR = Path("data/clean")
-TOKENIZED_DIR = Path("data/tokenized")
-TOKENIZER_DIR = TOKENIZED_DIR / "tokenizer"
-
-
-def encode_pairs(dataset, tokenizer, max_length: int, prefix: str = ""):
-    """Pair encoding of prefix + each sentence, truncated to max_length (no padding: batches pad dynamically), labels = score.
-
-    A `length` column lets the length-grouped sampler bucket batches without re-reading input_ids.
-    """
-
-    def encode(batch):
-        first, second = with_prefix(batch["sentence1"], prefix), with_prefix(batch["sentence2"], prefix)
-        encoded = tokenizer(first, second, truncation=True, max_length=max_length)
-        encoded["labels"] = [float(score) for score in batch["score"]]
-        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
-        return encoded
-
-    return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenize")
 
 
 def main() -> None:
@@ -42,7 +23,7 @@ def main() -> None:
     encoded = datasets.DatasetDict(
         {split: encode_pairs(raw[split], tokenizer, params.max_length, params.prefix) for split in SPLITS}
     )
-    encoded.save_to_disk(str(TOKENIZED_DIR / "pairs"))
+    encoded.save_to_disk(str(TOKENIZED_PAIRS))
     tokenizer.save_pretrained(str(TOKENIZER_DIR))
     for split in SPLITS:
         lengths = sorted(encoded[split]["length"])

@@ -21,17 +21,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import PARAMS_FILE, load_params
+from pipeline.config import load_params, load_serve_settings
 from pipeline.errors import PipelineError, run_stage
 from pipeline.models import ModelSettings
-from pipeline.serving import load_serve_settings
+from pipeline.paths import BENTOFILE, BENTOML_HOME_DIR, PACKAGE_REPORT, PAIR_FOLDER, REGISTER_REPORT
 from pipeline.tables import write_json
 
-REGISTER_REPORT = Path("reports/register.json")
-PACKAGE_REPORT = Path("reports/package.json")
-BENTOFILE = Path("bentofile.yaml")
-BENTOML_HOME_DIR = "bentoml_home"
-PAIR_FOLDER = "pair_model"  # service.py loads <model path>/pair_model
 CONTENT_LABEL = "content_sha256"
 
 
@@ -128,7 +123,7 @@ def main() -> None:
 
     root = Path.cwd()
     params = load_params()
-    settings = load_serve_settings(PARAMS_FILE)
+    settings = load_serve_settings()
     home = use_bentoml_home(root)
     champion = champion_from_report()
     mlflow.set_tracking_uri(mlflow_tracking_uri(params.mlflow.tracking_uri, root))

@@ -19,9 +19,9 @@ from pipeline.config import DataParams, load_params, resolve_path
 from pipeline.errors import DataError, run_stage
 from pipeline.metrics import SIMILAR_AT
 from pipeline.nli import NLI, mirror_triplets
+from pipeline.paths import RAW_DIR
 from pipeline.tables import SPLITS, split_path, write_jsonl
 
-RAW_DIR = Path("data/raw")
 KORSTS_TRAIN = "korsts/sts-train.tsv"
 KORSTS_DEV = "korsts/sts-dev.tsv"
 KLUE_STS_DEV = "klue-sts/klue-sts-v1.1_dev.json"

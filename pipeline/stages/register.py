@@ -10,12 +10,9 @@ from typing import Any
 
 from pipeline.config import load_params
 from pipeline.errors import PipelineError, run_stage
+from pipeline.paths import METRICS, MODEL_DIR, REGISTER_REPORT, STUDY_REPORT
 from pipeline.tables import write_json
 
-MODEL_DIR = Path("models/model")
-STUDY_REPORT = Path("reports/study.json")
-METRICS = Path("reports/metrics.json")
-REGISTER_REPORT = Path("reports/register.json")
 METRIC_TAG = "test_{metric}"
 EXAMPLE_PAIRS = [
     ("오늘 날씨가 정말 좋네요.", "오늘은 날씨가 매우 좋습니다."),

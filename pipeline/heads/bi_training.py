@@ -1,6 +1,6 @@
-"""The `bi` head: a sentence-transformers bi-encoder trained with CosineSimilarityLoss on score / 5.
+"""The `bi` head's training pieces: text datasets, a length-grouped batch sampler, the validation evaluator.
 
-Each sentence is embedded alone (mean pooling); the pair's score is 5 x cosine, clipped to [0, 5].
+Imported only when a bi-encoder trains (it subclasses sentence-transformers classes at import).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 from sentence_transformers.base.sampler import DefaultBatchSampler
 from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
+from pipeline.heads.cosine import pairwise_cosine, scores_from_cosine
 from pipeline.metrics import MAX_SCORE, SIMILAR_AT, similarity_metrics
-from pipeline.scoring import pairwise_cosine, scores_from_cosine
 
 TEXT_COLUMNS = ["sentence1", "sentence2"]
 

@@ -1,4 +1,4 @@
-"""The `mlp` head: an encoder plus a small MLP on its pooled output, as a proper transformers model.
+"""The `mlp` head's model: an encoder plus a small MLP on its pooled output, as a proper transformers model.
 
 PairMlpConfig / PairMlpModel are registered with AutoConfig and AutoModelForSequenceClassification when
 this module is imported, so a saved folder loads with the same `from_pretrained` call as a `cross` model

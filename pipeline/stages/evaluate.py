@@ -10,15 +10,13 @@ import numpy as np
 
 from pipeline.config import load_params
 from pipeline.errors import run_stage
+from pipeline.heads import HEADS
 from pipeline.metrics import metrics_by_source, similarity_metrics
-from pipeline.paths import BASE_DIR
+from pipeline.paths import BASE_DIR, CLEAN_DIR, METRICS, MODEL_DIR, PREDICTIONS
 from pipeline.scoring import PairScorer
 from pipeline.tables import atomic_write_text, read_jsonl, split_path, write_json
 
-CLEAN_DIR = Path("data/clean")
-MODEL_DIR = Path("models/model")
-METRICS = Path("reports/metrics.json")
-PREDICTIONS = Path("reports/predictions.csv")
+ZERO_SHOT_HEAD = "bi"  # a plain encoder scores pairs as 5 x the cosine of its mean-pooled embeddings
 
 
 def evaluation_report(records: list[dict[str, Any]], predicted: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -68,10 +66,7 @@ def zero_shot_scorer(settings, base_folder: Path) -> PairScorer:
     """The base encoder before fine-tuning, as a bi-encoder (5 x cosine) with the fine-tuned model's prefix."""
     from dataclasses import replace
 
-    from pipeline.models import load_bi_encoder
-
-    model = load_bi_encoder(str(base_folder))
-    return PairScorer(model, model.tokenizer, replace(settings, head="bi"))
+    return PairScorer(HEADS[ZERO_SHOT_HEAD].load(base_folder), replace(settings, head=ZERO_SHOT_HEAD))
 
 
 def main() -> None:

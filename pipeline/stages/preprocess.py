@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 from pipeline.config import load_params
 from pipeline.errors import DataError, run_stage
 from pipeline.nli import NLI, clean_triplets
+from pipeline.paths import CLEAN_DIR, PREPROCESS_REPORT, RAW_DIR
 from pipeline.tables import COLUMNS, SPLITS, read_jsonl, split_path, write_json, write_jsonl
 from pipeline.text import normalize_text
-
-RAW_DIR = Path("data/raw")
-CLEAN_DIR = Path("data/clean")
-REPORT = Path("reports/preprocess.json")
 
 
 def validate_record(record: dict[str, Any]) -> None:
@@ -67,7 +63,7 @@ def main() -> None:
     for split in (*SPLITS, NLI):
         write_jsonl(split_path(CLEAN_DIR, split), cleaned[split])
         print(f"preprocess: {split}: {report[split]}")
-    write_json(REPORT, report)
+    write_json(PREPROCESS_REPORT, report)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,157 @@
+"""The study as the train stage runs it: connect to the stores, run the missing trials (here and in local
+workers), pick the winner. params.yaml's `train` values are the first trial; the sampler explores
+`study.search` from there. One MLflow parent run per study, one nested run per trial.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import PipelineError
+from pipeline.heads import HEADS, TrainingPairs
+from pipeline.models import ModelSettings, resolve_model_source
+from pipeline.paths import BASE_DIR, CLEAN_DIR, STUDIES_DIR
+from pipeline.study import reports, storage
+from pipeline.study.budget import TrialBudget
+from pipeline.study.objective import StudyContext
+from pipeline.study.space import baseline_trial_params, pick_best_trial, study_config_hash
+from pipeline.study.trials import run_trials
+from pipeline.study.workers import start_workers
+from pipeline.tables import split_path
+
+if TYPE_CHECKING:
+    from pipeline.config import Params
+
+
+@dataclass
+class StudyHandles:
+    """The study, the trial context and the MLflow experiment, as every worker sees them."""
+
+    study: Any
+    context: StudyContext
+    experiment_id: str
+    tags: dict[str, str]
+
+
+def study_name_and_tags(params: Params, root: Path) -> tuple[str, dict[str, str]]:
+    """The stored study's name (<study.name>-<config hash>) and the tags of its MLflow runs."""
+    from pipeline.tracking import git_commit
+
+    config_hash = study_config_hash(params)
+    study_name = f"{params.study.name}-{config_hash}"
+    return study_name, {storage.STUDY_NAME_TAG: study_name, "git_commit": git_commit(root), "dvc_params_hash": config_hash}
+
+
+def nli_triplets(wanted: int | None):
+    """The clean NLI triplets as a Dataset when train.nli_triplets asks for any (finetune takes the subset), else None."""
+    if wanted == 0:
+        return None
+    import datasets
+
+    from pipeline.nli import NLI
+
+    return datasets.Dataset.from_json(str(split_path(CLEAN_DIR, NLI)))
+
+
+def study_context(params: Params, study_name: str, tags: dict[str, str]) -> StudyContext:
+    """What every trial needs (the parent run id is filled in once the parent run exists)."""
+    head, pairs_cache = HEADS[params.model.head], {}
+
+    def pairs_for_model(name: str) -> TrainingPairs:
+        if name not in pairs_cache:
+            pairs_cache[name] = head.training_pairs(params.model, name)
+        return pairs_cache[name]
+
+    return StudyContext(
+        params=params.study,
+        base_train=params.train,
+        model=params.model,
+        pairs_for_model=pairs_for_model,
+        settings_for_model=lambda name: ModelSettings(
+            head=params.model.head, base_model=name, hangul_only=params.preprocess.hangul_only, prefix=params.model.prefix
+        ),
+        resolve=lambda name: str(BASE_DIR) if name == params.model.name else resolve_model_source(name),
+        trials_dir=STUDIES_DIR / study_name,
+        run_tags=tags,
+        parent_run_id="",
+        nli=nli_triplets(params.train.nli_triplets),
+    )
+
+
+def connect_study(params: Params, root: Path, worker_index: int = 0) -> StudyHandles:
+    """Connect to the MLflow experiment and the Optuna study (created on first use) with this worker's sampler."""
+    import mlflow
+
+    from pipeline.tracking import ensure_experiment, mlflow_tracking_uri, optuna_storage_url
+
+    study_name, tags = study_name_and_tags(params, root)
+    mlflow.set_tracking_uri(mlflow_tracking_uri(params.mlflow.tracking_uri, root))
+    experiment_id = ensure_experiment(params.mlflow.experiment, root)
+    study = storage.open_study(params.study, study_name, optuna_storage_url(params.study.storage, root), worker_index)
+    return StudyHandles(study, study_context(params, study_name, tags), experiment_id, tags)
+
+
+def run_worker(params: Params, worker_index: int, parent_run_id: str | None, n_trials: int | None) -> None:
+    """One extra worker: runs its share of the study's trials under the study's parent run, then exits.
+
+    Workers on other hosts run the same command with OPTUNA_STORAGE and MLFLOW_TRACKING_URI pointing at the
+    shared stores (and the repository's studies/ folder on a shared path); the parent run is found by tag
+    when not given.
+    """
+    handles = connect_study(params, Path.cwd(), worker_index)
+    parent_run_id = parent_run_id or storage.find_parent_run(handles.experiment_id, handles.study.study_name)
+    if not parent_run_id:
+        raise PipelineError(f"study {handles.study.study_name}: no parent run yet; start the train stage first")
+    handles.context.parent_run_id = parent_run_id
+    if not TrialBudget.of(handles.study, params.study.n_trials).complete:
+        run_trials(handles.study, handles.context, n_trials)
+
+
+def run_missing_trials(handles: StudyHandles, params: Params, worker_command: Sequence[str]) -> None:
+    """The trials the budget still misses: shared with local workers, then any that died are retried here."""
+    study, context = handles.study, handles.context
+    budget = TrialBudget.of(study, params.study.n_trials, params.study.workers)
+    print(
+        f"train: study {study.study_name}: {budget.finished} of {budget.target} trials finished; "
+        f"MLflow run {context.parent_run_id}; {params.study.workers} worker(s)"
+    )
+    if budget.complete:
+        return
+    quotas = [budget.quota(index) for index in range(budget.worker_count)]
+    workers = start_workers(worker_command, quotas, context.parent_run_id)
+    run_trials(study, context, quotas[0])
+    exit_codes = [worker.wait() for worker in workers]
+    if any(exit_codes):
+        print(f"train: worker exit codes {exit_codes}; this process finishes the study")
+    storage.retry_trials_of_dead_workers(study, params.study.heartbeat_seconds)
+    if not TrialBudget.of(study, params.study.n_trials).complete:  # a worker died or trials failed
+        run_trials(study, context, None)
+
+
+def run_study(params: Params, worker_command: Sequence[str]) -> tuple[StudyHandles, Any]:
+    """Run the study's missing trials under its MLflow parent run; returns the handles and the best trial."""
+    import mlflow
+
+    handles = connect_study(params, Path.cwd())
+    study = handles.study
+    if not study.get_trials(deepcopy=False):
+        study.enqueue_trial(baseline_trial_params(params.train, params.study.search, params.model.name))
+    parent_run_id = storage.find_parent_run(handles.experiment_id, study.study_name)
+    with mlflow.start_run(
+        run_id=parent_run_id,
+        experiment_id=handles.experiment_id,
+        run_name=study.study_name,
+        tags=None if parent_run_id else {**handles.tags, storage.STUDY_ROLE_TAG: "study"},
+    ) as parent:
+        handles.context.parent_run_id = parent.info.run_id
+        run_missing_trials(handles, params, worker_command)
+        for run_id in storage.close_orphaned_runs(study):
+            print(f"train: closed MLflow run {run_id} of a trial whose process died (retried with the same params)")
+        best = pick_best_trial(study.get_trials(), params.study.objective, params.study.f1_tolerance)
+        if best is None:
+            raise PipelineError(f"study {study.study_name}: no trial completed (see the failed runs in MLflow)")
+        reports.log_study_summary(study, best)
+    return handles, best

@@ -1,0 +1,65 @@
+"""The register stage (champion alias, the pyfunc loads back) and make compare, on a tiny trained study."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline import compare
+from pipeline.scoring import PairScorer
+from pipeline.stages import evaluate, register, train
+from pipeline.stages.register import decide_champion
+from tests.support.stores import set_study
+
+
+def test_register_sets_the_champion_alias_and_loads_it_back(stage_repo):
+    import mlflow
+    from mlflow import MlflowClient
+
+    set_study(stage_repo, n_trials=1)
+    train.main()
+    evaluate.main()
+    register.main()
+    first = json.loads((stage_repo / "reports/register.json").read_text(encoding="utf-8"))
+    assert first["version"] == "1" and first["champion_version"] == "1" and first["decision"]["promote"]
+
+    mlflow.set_tracking_uri(f"sqlite:///{stage_repo / 'mlflow.db'}")
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias("korean-sts-similarity", "champion").version) == "1"
+    champion = PairScorer.from_registry("models:/korean-sts-similarity@champion", device="cpu")
+    local = PairScorer.from_folder(stage_repo / "models/model", device="cpu")
+    records = [json.loads(line) for line in (stage_repo / "data/clean/test.jsonl").read_text(encoding="utf-8").splitlines()]
+    pairs = [(r["sentence1"], r["sentence2"]) for r in records]
+    np.testing.assert_allclose(champion.score(pairs), local.score(pairs), atol=1e-5)
+    # the registry's own serving interface scores pairs too: pyfunc over a sentence1/sentence2 frame
+    import pandas as pd
+
+    pyfunc = mlflow.pyfunc.load_model("models:/korean-sts-similarity@champion")
+    frame = pd.DataFrame(pairs[:8], columns=["sentence1", "sentence2"])
+    np.testing.assert_allclose(np.asarray(pyfunc.predict(frame)), local.score(pairs[:8]), atol=1e-5)
+    assert pyfunc.metadata.metadata["similarity"]["head"] == local.settings.head
+    best_run = client.get_run(first["run_id"])
+    assert "test_f1" in best_run.data.metrics and best_run.data.tags["registered_version"] == "1"
+
+    register.main()  # the same model again: equal, not better, so the alias stays
+    second = json.loads((stage_repo / "reports/register.json").read_text(encoding="utf-8"))
+    assert second["version"] == "2" and second["champion_version"] == "1" and not second["decision"]["promote"]
+    assert str(client.get_model_version_by_alias("korean-sts-similarity", "champion").version) == "1"
+    assert "does not beat" in client.get_model_version("korean-sts-similarity", "2").tags["champion.decision"]
+
+    compare.main()  # one (model, head) registered twice: one row, the latest run's
+    report = (stage_repo / "reports/compare.md").read_text(encoding="utf-8")
+    evaluation = json.loads((stage_repo / "reports/metrics.json").read_text(encoding="utf-8"))
+    rows = [line for line in report.splitlines() if line.startswith(f"| {evaluation['model']['base_model']} |")]
+    assert len(rows) == 2  # the fine-tuned model and its base encoder zero-shot
+    assert any(f"| {evaluation['model']['head']} | {evaluation['test']['f1']:.4f} |" in row for row in rows)
+    assert any(f"| zero-shot | {evaluation['zero_shot']['f1']:.4f} |" in row for row in rows)
+    assert "klue/bert-base" in report  # listed as needing hub weights
+
+
+@pytest.mark.parametrize(
+    ("new", "version", "current", "promote"),
+    [(0.5, None, None, True), (0.5, "1", None, True), (0.6, "1", 0.5, True), (0.5, "1", 0.5, False), (0.4, "1", 0.5, False)],
+)
+def test_champion_rule(new, version, current, promote):
+    assert decide_champion(new, version, current).promote is promote
