@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
-# CPU build that lies on disk on our machines; GPU runners install a CUDA wheel first (README).
+# CPU build that lies on disk on our machines; GPU runners install a CUDA wheel first (docs/scale-out.md).
 TORCH_SPEC ?= torch==2.13.0
 
 export PATH := $(BIN):$(PATH)
@@ -57,7 +57,7 @@ compare: setup
 	python -m pipeline.compare
 	dvc plots show reports/compare.csv --template bar_horizontal -x f1 -y label -o reports/compare_plots
 
-# --- Serving (BentoML; README: Serving) ---------------------------------------------------------------
+# --- Serving (BentoML; docs/serving.md) ---------------------------------------------------------------
 BENTOML_HOME ?= $(CURDIR)/bentoml_home
 .PHONY: package serve bench-serve
 
@@ -73,7 +73,7 @@ serve: setup
 bench-serve: setup
 	python bench/serve_load.py $(BENCH_ARGS)
 
-# Scale-out (README: GPU runners and scale-out). A shared tracking server: MLFLOW_BACKEND is any SQLAlchemy
+# Scale-out (docs/scale-out.md). A shared tracking server: MLFLOW_BACKEND is any SQLAlchemy
 # URL (postgresql://user:pass@db/mlflow on a cluster), ARTIFACTS a shared path or s3://bucket/prefix.
 MLFLOW_BACKEND ?= sqlite:///$(CURDIR)/mlflow.db
 ARTIFACTS ?= $(CURDIR)/mlartifacts

@@ -1,7 +1,7 @@
 """Serving load test over loopback: the BentoML service with and without adaptive batching vs the seed's style.
 
 Servers (each started here, measured, then stopped by PID before the next one starts):
-  batched    bentoml serve service:KoreanSimilarity (settings from pipeline/serving.py, --set overrides)
+  batched    bentoml serve service:KoreanSimilarity (settings: pipeline/config.py ServeSettings, --set overrides)
   unbatched  the same service with KSTS_SERVE_BATCHING=false: one forward per request
   naive      bench/naive_fastapi.py: FastAPI + uvicorn, one forward per request, torch defaults
 Model: the embedded default (all-MiniLM-L6-v2 as a cross-encoder pair model, max length 128, untrained

@@ -150,18 +150,18 @@ class EvaluateParams(Section):
 class ServeSettings(Section):
     """How the service loads its model, batches requests and bounds its inputs (measured: docs/serving.md)."""
 
-    model_name: str = Field("korean-sts-similarity", min_length=1)  # BentoML model name (a Bento pins its version)
-    batching: bool = True  # adaptive batching of similarity_batch; false: one forward pass per request
-    max_batch_size: int = Field(32, ge=2)  # most pairs in one adaptive batch (BentoML needs at least 2)
-    max_latency_ms: int = Field(10000, ge=1)  # a request expected to wait longer in the queue gets 503
-    forward_batch_size: int = Field(4, ge=1)  # pairs per forward pass in an adaptive batch, length-sorted
-    workers: int = Field(2, ge=1)  # server processes, each with its own model copy and batch queue
-    torch_threads: int = Field(1, ge=1)  # torch intra-op threads per worker
-    timeout_seconds: int = Field(30, ge=1)  # a request still running after this is answered 504
-    max_pairs_per_request: int = Field(64, ge=1)  # longer similarity_batch lists are refused with 400
-    max_chars_per_sentence: int = Field(1000, ge=1)  # longer sentences are refused with 400
-    max_request_bytes: int = Field(1_048_576, ge=1)  # larger request bodies are refused with 413 before parsing
-    device: str | None = None  # null: CUDA when present, else CPU
+    model_name: str = Field(min_length=1)  # BentoML model name of the champion (a Bento pins its exact version)
+    batching: bool  # adaptive batching of similarity_batch; false: one forward pass per request
+    max_batch_size: int = Field(ge=2)  # most pairs in one adaptive batch (BentoML needs at least 2)
+    max_latency_ms: int = Field(ge=1)  # a request expected to wait longer in the queue gets 503
+    forward_batch_size: int = Field(ge=1)  # pairs per forward pass in an adaptive batch, length-sorted
+    workers: int = Field(ge=1)  # server processes, each with its own model copy and batch queue
+    torch_threads: int = Field(ge=1)  # torch intra-op threads per worker
+    timeout_seconds: int = Field(ge=1)  # a request still running after this is answered 504
+    max_pairs_per_request: int = Field(ge=1)  # longer similarity_batch lists are refused with 400
+    max_chars_per_sentence: int = Field(ge=1)  # longer sentences are refused with 400
+    max_request_bytes: int = Field(ge=1)  # larger request bodies are refused with 413 before parsing
+    device: str | None  # null: CUDA when present, else CPU
 
     @property
     def model_tag(self) -> str:
@@ -216,24 +216,21 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     return parse_params(_read_yaml(Path(path)))
 
 
-def load_serve_settings(params_path: str | Path | None = PARAMS_FILE, environ: Mapping[str, str] | None = None) -> ServeSettings:
-    """The service's settings: defaults, then params.yaml's `serve:` (when the file has one), then KSTS_SERVE_*.
+def load_serve_settings(params_path: str | Path = PARAMS_FILE, environ: Mapping[str, str] | None = None) -> ServeSettings:
+    """The service's settings: params.yaml's `serve:` section, then the KSTS_SERVE_<KEY> environment overrides.
 
-    Only the `serve` section is read, so a Bento needs no other section. Environment values are strings
+    Only that section is validated, so a Bento's params.yaml needs no other. Environment values are strings
     parsed to the field's type (true/false, integers; "null" for none); a bad one names its variable.
     """
     environ = os.environ if environ is None else environ
-    section: Any = {}
-    if params_path is not None and Path(params_path).is_file():
-        raw = _read_yaml(Path(params_path))
-        section = (raw.get("serve") if isinstance(raw, dict) else None) or {}
+    raw = _read_yaml(Path(params_path))
     try:
-        settings = ServeSettings.model_validate(section)
+        settings = ServeSettings.model_validate(raw.get("serve") if isinstance(raw, dict) else None)
     except ValidationError as error:
         raise ConfigError(describe_errors(ServeSettings, error, "serve")) from None
     overrides = {
-        name: (None if field.default is None and raw_value.strip().lower() in {"", "null", "none"} else raw_value)
-        for name, field in ServeSettings.model_fields.items()
+        name: None if raw_value.strip().lower() in {"null", "none"} else raw_value
+        for name in ServeSettings.model_fields
         if (raw_value := environ.get(SERVE_ENV_PREFIX + name.upper())) is not None
     }
     try:

@@ -62,7 +62,7 @@ def network_guard(monkeypatch):
 @pytest.fixture(scope="session")
 def mirror() -> Path:
     if not (MIRROR / "korsts" / "sts-train.tsv").is_file():
-        pytest.fail(f"the offline data mirror is missing at {MIRROR} (see README: Data)")
+        pytest.fail(f"the offline data mirror is missing at {MIRROR} (see docs/models-and-heads.md: Data)")
     return MIRROR
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.config import ServeSettings, load_serve_settings
+from pipeline.config import load_serve_settings
 from pipeline.errors import ConfigError
 from pipeline.heads import save_pair_model
 from pipeline.heads.pair import load_sequence_classifier
@@ -178,25 +178,34 @@ def pair_body(pair: tuple[str, str]) -> dict[str, str]:
 # --- settings -------------------------------------------------------------------------------------------
 
 
-def test_serve_settings_defaults_params_and_environment(tmp_path):
-    assert load_serve_settings(tmp_path / "absent.yaml", {}) == ServeSettings()
+def serve_section(**changes) -> str:
+    """params.yaml text with only the repository's `serve:` section, changed as asked."""
+    section = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))["serve"]
+    return yaml.safe_dump({"model": {"name": "x"}, "serve": {**section, **changes}})
+
+
+def test_serve_settings_come_from_the_serve_section_then_the_environment(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text("model: {name: x}\nserve:\n  max_batch_size: 8\n  device: cpu\n", encoding="utf-8")
+    params.write_text(serve_section(max_batch_size=8, device="cpu"), encoding="utf-8")
     settings = load_serve_settings(params, {"KSTS_SERVE_BATCHING": "false", "KSTS_SERVE_MAX_LATENCY_MS": "900"})
     assert (settings.max_batch_size, settings.device, settings.batching, settings.max_latency_ms) == (8, "cpu", False, 900)
     assert settings.model_tag == f"{MODEL_NAME}:latest"
     assert load_serve_settings(params, {"KSTS_SERVE_MODEL_NAME": "m:v1", "KSTS_SERVE_DEVICE": "null"}).model_tag == "m:v1"
+    with pytest.raises(ConfigError, match="not found"):
+        load_serve_settings(tmp_path / "absent.yaml", {})
 
 
 @pytest.mark.parametrize(
     ("params_text", "environ", "message"),
     [
-        ("serve: {max_batch_sise: 8}\n", {}, "unknown key"),
-        ("serve: {workers: two}\n", {}, "serve.workers"),
-        ("serve: {workers: 0}\n", {}, "serve.workers: Input should be greater than or equal to 1"),
-        ("serve: {max_batch_size: 1}\n", {}, "greater than or equal to 2"),
-        ("", {"KSTS_SERVE_BATCHING": "maybe"}, "KSTS_SERVE_BATCHING"),
-        ("", {"KSTS_SERVE_WORKERS": "2.5"}, "KSTS_SERVE_WORKERS"),
+        (serve_section(max_batch_sise=8), {}, r"serve: unknown key\(s\) \['max_batch_sise'\]"),
+        (serve_section(workers="two"), {}, "serve.workers: Input should be a valid integer"),
+        (serve_section(workers=0), {}, "serve.workers: Input should be greater than or equal to 1"),
+        (serve_section(max_batch_size=1), {}, "greater than or equal to 2"),
+        ("model: {name: x}\n", {}, r"serve: Input should be a valid dictionary"),
+        (serve_section(), {"KSTS_SERVE_BATCHING": "maybe"}, "KSTS_SERVE_BATCHING"),
+        (serve_section(), {"KSTS_SERVE_WORKERS": "2.5"}, "KSTS_SERVE_WORKERS"),
+        (serve_section(), {"KSTS_SERVE_WORKERS": "null"}, "KSTS_SERVE_WORKERS"),
     ],
 )
 def test_serve_settings_reject_bad_values(tmp_path, params_text, environ, message):

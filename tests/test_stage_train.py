@@ -216,7 +216,7 @@ def test_two_workers_share_one_study_and_one_parent_run(stage_repo, monkeypatch,
 
 @pytest.fixture()
 def tracking_server(postgres_url, tmp_path):
-    """`make tracking-server` (the README's recipe) on a PostgreSQL backend and an artifact folder, on 127.0.0.1."""
+    """`make tracking-server` (docs/scale-out.md's recipe) on a PostgreSQL backend and an artifact folder, on 127.0.0.1."""
     import psycopg2
 
     from serving.ports import free_local_port
