@@ -6,7 +6,10 @@
 APIs (POST, JSON): /similarity (one pair, one forward pass) and /similarity_batch (1-64 pairs; adaptive
 batching: concurrent requests share forward passes, so under load send pairs here, even one at a time).
 Both are sync APIs that BentoML runs one at a time per worker (threads=1), on torch_threads threads.
-Every response carries X-Model-Name and X-Model-Version (and X-Model-Registry-Version when known).
+Every response carries X-Model-Name, X-Model-Version and X-Model-Runtime (and X-Model-Registry-Version when
+known). The model runs on the runtime the package stage chose behind its accuracy gate (the model's label
+`runtime`: torch, onnx or onnx-int8; pipeline/runtimes/); a bi-encoder keeps an LRU cache of sentence
+embeddings (serve.embedding_cache_size), counted on /metrics as embedding_cache_lookups_total.
 GET /demo/ is a page to try it by hand; /healthz, /readyz and /metrics are BentoML's; / is Swagger UI.
 Settings: pipeline/config.py ServeSettings (params.yaml `serve:`, KSTS_SERVE_* environment variables).
 """
@@ -50,6 +53,11 @@ OVERLOADED = json.dumps(
 ).encode()
 
 logger = logging.getLogger("bentoml.service.korean_sts")
+CACHE_LOOKUPS = bentoml.metrics.Counter(
+    name="embedding_cache_lookups",
+    documentation="Sentence-embedding cache lookups in this worker (bi head): hit = served from memory, miss = encoded",
+    labelnames=["result"],
+)
 
 
 def _not_blank(text: str) -> str:
@@ -132,23 +140,45 @@ class KoreanSimilarity:
         torch.set_num_threads(SETTINGS.torch_threads)
         stored = self.model_ref
         self.device = pick_device(SETTINGS.device)
-        self.scorer = PairScorer.from_folder(stored.path_of(PAIR_FOLDER), device=self.device)
-        MODEL_HEADERS.update({"X-Model-Name": stored.tag.name, "X-Model-Version": str(stored.tag.version)})
+        self.runtime = stored.info.labels.get("runtime", "torch")  # what the package stage chose behind its gate
+        self.scorer = PairScorer.from_folder(
+            stored.path_of(PAIR_FOLDER),
+            device=self.device,
+            runtime=self.runtime,
+            threads=SETTINGS.torch_threads,
+            cache_size=SETTINGS.embedding_cache_size,
+        )
+        self.cache_counts = (0, 0)
+        MODEL_HEADERS.update(
+            {"X-Model-Name": stored.tag.name, "X-Model-Version": str(stored.tag.version), "X-Model-Runtime": self.runtime}
+        )
         registry_version = stored.info.labels.get("registry_version")
         if registry_version:
             MODEL_HEADERS["X-Model-Registry-Version"] = registry_version
         logger.info(
-            "loaded %s on %s (head %s, torch threads %d, batching %s)",
+            "loaded %s on %s (head %s, runtime %s, threads %d, batching %s)",
             stored.tag,
             self.device,
             self.scorer.settings.head,
+            self.runtime,
             torch.get_num_threads(),
             SETTINGS.batching,
         )
 
     def _score(self, pairs: list[Pair]) -> list[Similarity]:
         scores = self.scorer.score([(p.sentence1, p.sentence2) for p in pairs], batch_size=SETTINGS.forward_batch_size)
+        self._count_cache_lookups()
         return [to_result(score) for score in scores]
+
+    def _count_cache_lookups(self) -> None:
+        """The embedding cache's new hits and misses onto /metrics (bi head with serve.embedding_cache_size > 0)."""
+        cache = self.scorer.model
+        if not hasattr(cache, "hits"):
+            return
+        hits, misses = cache.hits, cache.misses
+        CACHE_LOOKUPS.labels(result="hit").inc(hits - self.cache_counts[0])
+        CACHE_LOOKUPS.labels(result="miss").inc(misses - self.cache_counts[1])
+        self.cache_counts = (hits, misses)
 
     @bentoml.api(batchable=SETTINGS.batching, max_batch_size=SETTINGS.max_batch_size, max_latency_ms=SETTINGS.max_latency_ms)
     def similarity_batch(self, pairs: PairList) -> list[Similarity]:

@@ -1,19 +1,21 @@
-"""Serving load test over loopback: the BentoML service with and without adaptive batching vs the seed's style.
+"""Serving load test over loopback: the BentoML service per runtime, with and without its embedding cache,
+vs the seed's style, on a stream without repeats and on a Zipf stream of repeated queries.
 
 Servers (each started here, measured, then stopped by PID before the next one starts):
-  batched    bentoml serve service:KoreanSimilarity (settings: pipeline/config.py ServeSettings, --set overrides)
-  unbatched  the same service with KSTS_SERVE_BATCHING=false: one forward per request
+  batched    bentoml serve service:KoreanSimilarity, one per --runtimes value (torch, onnx, onnx-int8: the
+             model is imported once per runtime with that runtime built into it) and --cache value
+  unbatched  the same service with KSTS_SERVE_BATCHING=false: one forward per request (torch)
   naive      bench/naive_fastapi.py: FastAPI + uvicorn, one forward per request, torch defaults
-Model: the embedded default (all-MiniLM-L6-v2 as a cross-encoder pair model, max length 128, untrained
-head: speed does not depend on the weights), imported into a BentoML store under bench/results/.
-Inputs: KorSTS dev pairs from the mirror, cycled; each request holds one pair (BentoML servers: POST
-/similarity_batch with a one-pair list, the API that batches concurrent requests; naive: POST /similarity).
-At each concurrency c, c clients send back-to-back requests for --duration seconds (bounded: each
-stops at the deadline, and no request waits longer than --request-timeout).
+Settings: pipeline/config.py ServeSettings (params.yaml serve:), --set KEY=VALUE overrides.
+Streams (--streams): no-repeat = KorSTS dev pairs, each sentence made unique by a request number; zipf =
+sentence 1 drawn from 200 sentences with Zipf weights (a query asked again and again), sentence 2 unique.
+Each request holds one pair (BentoML: POST /similarity_batch with a one-pair list; naive: POST /similarity).
+At each concurrency c, c clients send back-to-back requests for --duration seconds. Beside req/s the table
+shows GFLOP/s served (the encoder's FLOPs per token x tokens answered; with a cache this counts tokens it
+did not compute) and its share of this machine's GEMM peak for the runtime's precision (bench/gemm_peak.py).
 
-    python bench/serve_load.py                                   # c = 1 8 32 64, 20 s each, all three servers
-    python bench/serve_load.py --duration 5 --concurrency 32     # a quick look
-    python bench/serve_load.py --servers batched --set MAX_BATCH_SIZE=16 --set MAX_LATENCY_MS=1000 --out tune.json
+    python bench/serve_load.py --folder models/model                     # the champion: every runtime, both streams
+    python bench/serve_load.py --folder models/model --runtimes torch --servers batched naive --streams no-repeat
 
 Writes bench/results/serve_load.json (or --out) and prints a table.
 """
@@ -88,6 +90,67 @@ def prepare_model(home: Path, model_name: str, source: str, folder: Path | None 
     return folder, import_pair_model(folder, model_name, {"registry_version": "bench"})
 
 
+def runtime_models(home: Path, folder: Path, runtimes: list[str]) -> dict[str, str]:
+    """The pair model imported once per runtime (a copy with that runtime built in, labelled as the package stage does)."""
+    import shutil
+
+    from pipeline.models import ModelSettings
+    from pipeline.runtimes import RUNTIMES
+    from pipeline.stages.package import import_pair_model
+
+    tags = {}
+    for name in runtimes:
+        if not RUNTIMES[name].supports(ModelSettings.load(folder)):
+            print(f"runtime {name}: not available for this model's head; skipped", flush=True)
+            continue
+        copy = home.parent / f"pair_model-{name}"
+        if not copy.is_dir():
+            shutil.copytree(folder, copy)
+            RUNTIMES[name].build(copy)
+        tags[name] = import_pair_model(copy, "korean-sts-similarity", {"registry_version": "bench", "runtime": name})
+    return tags
+
+
+UNIQUE_NUMBERS = itertools.count()  # across every stream of the run: no level sees another level's sentences
+
+
+def stream(kind: str, pairs: list[tuple[str, str]], seed: int = 0):
+    """Endless pairs: no-repeat (every sentence unique) or zipf (sentence 1 a Zipf draw from 200 sentences)."""
+    rng = np.random.default_rng(seed)
+    queries = [first for first, _ in pairs[:200]]
+    for index in itertools.count():
+        first, second = pairs[index % len(pairs)]
+        number = next(UNIQUE_NUMBERS)
+        zipf_rank = min(int(rng.zipf(1.3)) - 1, len(queries) - 1)
+        first = queries[zipf_rank] if kind == "zipf" else f"{first} ({number})"
+        yield first, f"{second} ({number})"
+
+
+def tokens_per_pair(folder: Path, pairs: list[tuple[str, str]]) -> float:
+    """Mean tokens the encoder reads for one pair of the stream (both sentences, with the model's prefix)."""
+    from pipeline.models import ModelSettings, load_tokenizer
+
+    settings, tokenizer = ModelSettings.load(folder), load_tokenizer(str(folder))
+    sample = list(itertools.islice(stream("no-repeat", pairs), 400))
+    lengths = [
+        len(tokenizer(settings.prefix + a)["input_ids"]) + len(tokenizer(settings.prefix + b)["input_ids"]) for a, b in sample
+    ]
+    return float(np.mean(lengths))
+
+
+def cache_lookups(base_url: str) -> dict[str, float]:
+    """The service's embedding-cache counters from /metrics, summed over its workers."""
+    import httpx
+
+    counts = {"hit": 0.0, "miss": 0.0}
+    for line in httpx.get(f"{base_url}/metrics", timeout=5).text.splitlines():
+        if line.startswith("embedding_cache_lookups_total{"):
+            for result in counts:
+                if f'result="{result}"' in line:
+                    counts[result] += float(line.rsplit(" ", 1)[1])
+    return counts
+
+
 def request_body(endpoint: str, pair: tuple[str, str]) -> dict[str, Any]:
     """One pair as the endpoint's JSON body."""
     body = {"sentence1": pair[0], "sentence2": pair[1]}
@@ -135,32 +198,44 @@ class Server:
             self.process.wait(timeout=10)
 
 
-def make_server(kind: str, home: Path, pair_folder: Path, overrides: dict[str, str], logs: Path) -> Server:
-    """One of the three servers on a free port."""
+def make_server(variant: dict[str, Any], home: Path, pair_folder: Path, overrides: dict[str, str], logs: Path) -> Server:
+    """One server variant on a free port: naive, or the service with a runtime's model and the cache on or off."""
     from serving.ports import free_local_port
 
     port = free_local_port()
     env = {**os.environ, **BASE_ENV, "BENTOML_HOME": str(home)}
-    python = sys.executable
-    if kind == "naive":
+    python, name = sys.executable, variant["server"]
+    if variant["kind"] == "naive":
         command = [python, "bench/naive_fastapi.py", "--model-dir", str(pair_folder), "--port", str(port)]
-        return Server(kind, command, env, port, logs / f"{kind}.log")
+        return Server(name, command, env, port, logs / f"{name}.log")
     env.update({f"KSTS_SERVE_{key.upper()}": value for key, value in overrides.items()})
-    if kind == "unbatched":
+    env["KSTS_SERVE_MODEL_NAME"] = variant["model_tag"]
+    if not variant["cache"]:
+        env["KSTS_SERVE_EMBEDDING_CACHE_SIZE"] = "0"
+    if variant["kind"] == "unbatched":
         env["KSTS_SERVE_BATCHING"] = "false"
     command = [python, "-m", "bentoml", "serve", "service:KoreanSimilarity", "--host", "127.0.0.1", "--port", str(port)]
-    return Server(kind, command, env, port, logs / f"{kind}.log")
+    return Server(name, command, env, port, logs / f"{name}.log")
 
 
-async def run_load(
-    url: str, pairs: list[tuple[str, str]], concurrency: int, duration: float, request_timeout: float
-) -> dict[str, Any]:
+def variants(kinds: list[str], runtimes: list[str], caches: list[bool], tags: dict[str, str]) -> list[dict[str, Any]]:
+    """Server variants in run order: each batched runtime with each cache setting, then unbatched and naive (torch)."""
+    rows = []
+    for kind in kinds:
+        for runtime in runtimes if kind == "batched" else ["torch"]:
+            for cache in caches if kind == "batched" else [kind != "naive" and caches[0]]:
+                name = kind if kind == "naive" else f"{kind}-{runtime}" + ("+cache" if cache else "")
+                rows.append({"server": name, "kind": kind, "runtime": runtime, "cache": cache, "model_tag": tags[runtime]})
+    return rows
+
+
+async def run_load(url: str, pairs, concurrency: int, duration: float, request_timeout: float) -> dict[str, Any]:
     """c clients posting one pair each, back to back, until the deadline; latencies of answered requests."""
     import aiohttp
 
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
-    cycle = itertools.cycle(pairs)
+    cycle = iter(pairs)
     timeout = aiohttp.ClientTimeout(total=request_timeout)
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -216,77 +291,127 @@ async def warm_up(url: str, pairs: list[tuple[str, str]], requests: int, concurr
         await asyncio.gather(*(client() for _ in range(concurrency)))
 
 
-HEADER = f"{'server':<12}{'c':>4}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'ok':>8}{'load':>6}  errors"
+HEADER = (
+    f"{'server':<24}{'stream':<10}{'c':>4}{'req/s':>8}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'hit %':>7}"
+    f"{'GFLOP/s':>9}{'% peak':>8}{'load':>6}  errors"
+)
 
 
 def table_row(row: dict[str, Any]) -> str:
     errors = ", ".join(f"{k}: {v}" for k, v in row["errors"].items()) or "0"
+    hit = "-" if row.get("cache_hit_share") is None else f"{100 * row['cache_hit_share']:.0f}"
     return (
-        f"{row['server']:<12}{row['concurrency']:>4}{row['req_per_s']:>9}{row['p50_ms']!s:>9}{row['p95_ms']!s:>9}"
-        f"{row['p99_ms']!s:>9}{row['ok']:>8}{row['loadavg_1m_before']:>6}  {errors}"
+        f"{row['server']:<24}{row['stream']:<10}{row['concurrency']:>4}{row['req_per_s']:>8}{row['p50_ms']!s:>8}"
+        f"{row['p95_ms']!s:>8}{row['p99_ms']!s:>8}{hit:>7}{row['gflops']:>9}{row['share_of_peak_pct']:>8}"
+        f"{row['loadavg_1m_before']:>6}  {errors}"
     )
+
+
+def measure_variant(variant, server, args, pairs, costs) -> list[dict[str, Any]]:
+    """Every stream x concurrency level against one running server."""
+    path = "similarity" if variant["kind"] == "naive" else args.endpoint
+    base = f"http://127.0.0.1:{server.port}"
+    asyncio.run(warm_up(f"{base}/{path}", pairs, args.warmup))
+    rows = []
+    # Concurrency outermost: after a high level BentoML's batcher keeps waiting for company for a while, which
+    # made a following c=1 level look slow; ascending levels leave each one after a lighter one.
+    for concurrency, stream_kind in itertools.product(args.concurrency, args.streams):
+        before = cache_lookups(base) if variant["kind"] != "naive" else None
+        load_before = round(os.getloadavg()[0], 2)  # the machine may be shared: record its load
+        row = asyncio.run(
+            run_load(
+                f"{base}/{path}",
+                stream(stream_kind, pairs, seed=concurrency),
+                concurrency,
+                args.duration,
+                args.request_timeout,
+            )
+        )
+        hit_share = None
+        if before is not None:
+            after = cache_lookups(base)
+            lookups = sum(after.values()) - sum(before.values())
+            hit_share = round((after["hit"] - before["hit"]) / lookups, 3) if lookups else None
+        gflops = row["req_per_s"] * costs["tokens_per_pair"] * costs["flops_per_token"] / 1e9
+        peak = costs["peak"]["int8_gops" if variant["runtime"] == "onnx-int8" else "fp32_gflops"]
+        rows.append(
+            {
+                **{key: variant[key] for key in ("server", "runtime", "cache")},
+                "stream": stream_kind,
+                **row,
+                "cache_hit_share": hit_share,
+                "gflops": round(gflops, 1),
+                "share_of_peak_pct": round(100 * gflops / peak, 1),
+                "loadavg_1m_before": load_before,
+            }
+        )
+        print(table_row(rows[-1]), flush=True)
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = ["batched", "unbatched", "naive"]
-    parser.add_argument("--servers", nargs="+", default=kinds, choices=kinds)
+    parser.add_argument("--servers", nargs="+", default=["batched", "naive"], choices=kinds)
+    parser.add_argument("--runtimes", nargs="+", default=["torch", "onnx", "onnx-int8"], choices=["torch", "onnx", "onnx-int8"])
+    parser.add_argument("--cache", nargs="+", default=["on", "off"], choices=["on", "off"], help="embedding cache (batched)")
+    parser.add_argument("--streams", nargs="+", default=["no-repeat", "zipf"], choices=["no-repeat", "zipf"])
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 32, 64])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per concurrency level")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat the server sequence (interleaved: A B C A B C)")
     parser.add_argument("--warmup", type=int, default=64, help="warm-up requests per server before measuring")
     parser.add_argument("--request-timeout", type=float, default=30.0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="serve setting for the BentoML servers")
-    parser.add_argument(
-        "--endpoint",
-        default="similarity_batch",
-        choices=["similarity_batch", "similarity"],
-        help="BentoML endpoint the clients post one pair to (a one-pair list for similarity_batch); naive: /similarity",
-    )
+    parser.add_argument("--endpoint", default="similarity_batch", choices=["similarity_batch", "similarity"])
     parser.add_argument("--model", default=MINILM, help="model.name of the encoder to serve (as an untrained cross pair model)")
     parser.add_argument("--folder", type=Path, help="serve this pair-model folder instead, e.g. models/model (any head)")
-    parser.add_argument("--pairs", type=int, default=1500, help="distinct KorSTS dev pairs to cycle through")
+    parser.add_argument("--pairs", type=int, default=1500, help="distinct KorSTS dev pairs the streams draw on")
     parser.add_argument("--home", type=Path, default=RESULTS / "serve_load" / "bentoml_home")
     parser.add_argument("--out", type=Path, default=RESULTS / "serve_load.json")
     args = parser.parse_args()
 
-    overrides = dict(item.split("=", 1) for item in args.set)
-    home = args.home.resolve()
-    pair_folder, model_tag = prepare_model(home, "korean-sts-similarity", args.model, args.folder)
-    pairs = load_pairs(args.pairs)
-    rows: list[dict[str, Any]] = []
-    servers_info: list[dict[str, Any]] = []
-    print(HEADER, flush=True)
-    for round_index in range(args.rounds):
-        for kind in args.servers:
-            server = make_server(kind, home, pair_folder, overrides, args.out.parent / "serve_load_logs")
-            server.start()
-            try:
-                path = "similarity" if kind == "naive" else args.endpoint
-                url = f"http://127.0.0.1:{server.port}/{path}"
-                asyncio.run(warm_up(url, pairs, args.warmup))
-                servers_info.append({"server": kind, "round": round_index, "ready_seconds": round(server.ready_seconds or 0, 1)})
-                for concurrency in args.concurrency:
-                    load_before = round(os.getloadavg()[0], 2)  # the machine may be shared: record its load
-                    row = asyncio.run(run_load(url, pairs, concurrency, args.duration, args.request_timeout))
-                    rows.append({"server": kind, "round": round_index, **row, "loadavg_1m_before": load_before})
-                    print(table_row(rows[-1]), flush=True)
-            finally:
-                server.stop()
-    print(f"\n{HEADER}\n" + "\n".join(table_row(row) for row in rows))
+    from bench.gemm_peak import fp32_peak, int8_peak, transformer_flops_per_token
     from pipeline.config import load_serve_settings
 
+    overrides = dict(item.split("=", 1) for item in args.set)
     settings = load_serve_settings(REPO / "params.yaml", {f"KSTS_SERVE_{k.upper()}": v for k, v in overrides.items()})
+    home = args.home.resolve()
+    pair_folder, _ = prepare_model(home, "korean-sts-similarity", args.model, args.folder)
+    tags = runtime_models(home, pair_folder, sorted(set(args.runtimes) | {"torch"}))
+    pairs = load_pairs(args.pairs)
+    threads = settings.workers * settings.torch_threads
+    tokens = tokens_per_pair(pair_folder, pairs)
+    config = json.loads((pair_folder / "config.json").read_text(encoding="utf-8"))
+    costs = {
+        "tokens_per_pair": round(tokens, 1),
+        "flops_per_token": transformer_flops_per_token(config, tokens / 2),
+        "peak": {
+            "threads": threads,
+            "fp32_gflops": round(fp32_peak(1024, threads, 10), 1),
+            "int8_gops": round(int8_peak(1024, threads, 10), 1),
+        },
+    }
+    print(json.dumps(costs), flush=True)
+    rows: list[dict[str, Any]] = []
+    print(HEADER, flush=True)
+    runtimes = [name for name in args.runtimes if name in tags]
+    for variant in variants(args.servers, runtimes, [choice == "on" for choice in args.cache], tags):
+        server = make_server(variant, home, pair_folder, overrides, args.out.parent / "serve_load_logs")
+        server.start()
+        try:
+            rows += measure_variant(variant, server, args, pairs, costs)
+        finally:
+            server.stop()
+    print(f"\n{HEADER}\n" + "\n".join(table_row(row) for row in rows))
     report = {
         "model": args.model if args.folder is None else str(args.folder),
         "head": json.loads((pair_folder / "similarity.json").read_text(encoding="utf-8"))["head"],
-        "model_tag": model_tag,
-        "inputs": f"{len(pairs)} KorSTS dev pairs, one pair per request, cycled",
+        "model_tags": tags,
+        "inputs": f"{len(pairs)} KorSTS dev pairs, one pair per request, streams {args.streams}",
         "duration_s": args.duration,
         "endpoint": args.endpoint,
-        "serve_settings": settings.__dict__,
+        "serve_settings": settings.model_dump(),
+        "costs": costs,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "servers": servers_info,
         "results": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

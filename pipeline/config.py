@@ -21,7 +21,6 @@ from pipeline.heads import HEADS
 
 PARAMS_FILE = "params.yaml"
 SERVE_ENV_PREFIX = "KSTS_SERVE_"
-HeadName = Literal[tuple(HEADS)]  # the heads pipeline.heads registers; adding one there allows it here
 
 
 class Section(BaseModel):
@@ -59,7 +58,7 @@ class ModelParams(Section):
     revision: str | None  # hub ids only: a branch, tag or commit (null: main); the resolved commit is recorded
     prefix: str  # prepended to every sentence in training and scoring (e5: "query: "; empty for most encoders)
     max_length: int = Field(ge=8)
-    head: HeadName
+    head: Literal[tuple(HEADS)]  # the heads pipeline.heads registers: adding one there allows it here
     pooling: Literal["mean", "cls"]  # mlp and bi heads; a sentence-transformers folder keeps its own pooling
     mlp_hidden: int = Field(ge=1)
     mlp_dropout: float = Field(ge=0, lt=1)
@@ -138,6 +137,7 @@ class RegisterParams(Section):
     model_name: str
     alias: str
     metric: Literal["f1", "pearson", "spearman"]
+    max_p95_ms: float | None = Field(gt=0)  # latency budget for one pair (packaged runtime, one worker); null: off
 
 
 class EvaluateParams(Section):
@@ -162,6 +162,10 @@ class ServeSettings(Section):
     max_chars_per_sentence: int = Field(ge=1)  # longer sentences are refused with 400
     max_request_bytes: int = Field(ge=1)  # larger request bodies are refused with 413 before parsing
     device: str | None  # null: CUDA when present, else CPU
+    runtime: Literal["auto", "torch", "onnx", "onnx-int8"]  # pipeline.runtimes.RUNTIMES; auto: the fastest that passes the gate
+    gate_tolerance: float = Field(ge=0)  # an optimized runtime's F1@3.0 and Pearson must stay this close to fp32's
+    gate_max_shift: float = Field(ge=0)  # ... and no validation pair's score may move by more than this
+    embedding_cache_size: int = Field(ge=0)  # bi head: sentences whose embeddings a worker keeps (LRU); 0: off
 
     @property
     def model_tag(self) -> str:

@@ -45,3 +45,4 @@ BENTOFILE = Path("bentofile.yaml")
 SETTINGS_FILE = "similarity.json"  # head, base model, text settings: what scoring needs
 CALIBRATION_FILE = "calibration.json"
 PAIR_FOLDER = "pair_model"  # the pair-model folder inside the MLflow artifact and the BentoML model
+ONNX_DIR = "onnx"  # the serving runtime's exported graphs inside a packaged pair model

@@ -38,10 +38,23 @@ class PairScorer:
         self.calibration = calibration
 
     @classmethod
-    def from_folder(cls, folder: str | Path, device: str | None = None) -> PairScorer:
-        """Load a model folder written by the train stage (any head)."""
+    def from_folder(
+        cls,
+        folder: str | Path,
+        device: str | None = None,
+        runtime: str = "torch",
+        threads: int | None = None,
+        cache_size: int = 0,
+    ) -> PairScorer:
+        """Load a model folder written by the train stage (any head) with a serving runtime (pipeline.runtimes).
+
+        cache_size > 0 puts the head's cache of repeated work in front of the model (bi: sentence embeddings).
+        """
+        from pipeline.runtimes import RUNTIMES
+
         settings = ModelSettings.load(folder)
-        loaded = HEADS[settings.head].load(folder)
+        loaded = RUNTIMES[runtime].load(Path(folder), settings, threads)
+        loaded = HEADS[settings.head].with_cache(loaded, cache_size)
         return cls(loaded, settings, pick_device(device), Calibration.load(folder))
 
     @classmethod

@@ -415,3 +415,43 @@ def test_bentoml_build_makes_a_bento_offline_that_serves(bento_store, champion_f
         refused = next(r for r in burst if r.status_code == 503)
         assert "over capacity" in refused.json()["error"] and refused.headers["Retry-After"] == "1"
         assert refused.headers["X-Model-Name"] == MODEL_NAME
+
+
+# --- an optimized runtime and the embedding cache ----------------------------------------------------------
+
+
+def test_a_bi_champion_served_by_onnx_int8_answers_as_offline_and_counts_its_cache(tiny_bert, tmp_path):
+    """The package stage's label picks the runtime; scores equal offline scoring with that runtime; repeated
+    sentences are served from the cache and counted on /metrics."""
+    from pipeline.heads.bi import load_bi_encoder
+    from pipeline.runtimes import RUNTIMES
+    from pipeline.scoring import PairScorer
+
+    folder = tmp_path / "bi"
+    save_pair_model(
+        load_bi_encoder(str(tiny_bert), 64), None, ModelSettings(head="bi", base_model="tiny", hangul_only=False), folder
+    )
+    RUNTIMES["onnx-int8"].build(folder)
+    offline = PairScorer.from_folder(folder, runtime="onnx-int8", threads=1).score(PAIRS)
+    home = tmp_path / "home"
+    labels = {"runtime": "onnx-int8"}
+    code = f"from pipeline.stages.package import import_pair_model\nprint(import_pair_model({str(folder)!r}, 'bi', {labels!r}))\n"
+    tag = run_python(code, home).split()[-1]
+    with bentoml_server("service:KoreanSimilarity", home, {**SERVER_ENV, "KSTS_SERVE_MODEL_NAME": tag}) as url:
+        for _ in range(2):  # the second round: every sentence is a cache hit
+            response = post(url, "/similarity_batch", {"pairs": [pair_body(pair) for pair in PAIRS]})
+            assert response.status_code == 200 and response.headers["x-model-runtime"] == "onnx-int8"
+            # int8 activations are quantized per forward pass (dynamic ranges), so a score depends a little on
+            # which sentences share the pass: the service's batches of 4 pairs vs offline's one batch
+            np.testing.assert_allclose([item["score"] for item in response.json()], offline, atol=5e-3)
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    counts = {
+        result: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        for result in ("hit", "miss")
+        if line.startswith("embedding_cache_lookups_total{") and f'result="{result}"' in line
+    }
+    from pipeline.text import normalize_text
+
+    distinct = len({normalize_text(sentence) for pair in PAIRS for sentence in pair})  # the cache keys
+    assert counts == {"hit": 4 * len(PAIRS) - distinct, "miss": distinct}, counts

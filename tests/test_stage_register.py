@@ -57,6 +57,33 @@ def test_register_sets_the_champion_alias_and_loads_it_back(stage_repo):
     assert "klue/bert-base" in report  # listed as needing hub weights
 
 
+def test_a_model_over_the_latency_budget_is_registered_but_not_made_champion(stage_repo):
+    """register.max_p95_ms: the latency of the runtime the package stage would choose is measured and tagged;
+    over budget, the version is registered, the alias does not move, and the reason is on the version."""
+    import mlflow
+    import yaml
+    from mlflow import MlflowClient
+
+    set_study(stage_repo, n_trials=1)
+    params = yaml.safe_load((stage_repo / "params.yaml").read_text(encoding="utf-8"))
+    params["register"]["max_p95_ms"] = 0.001  # no model answers in a microsecond
+    (stage_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    train.main()
+    evaluate.main()
+    register.main()
+    report = json.loads((stage_repo / "reports/register.json").read_text(encoding="utf-8"))
+    assert report["champion_version"] is None and not report["decision"]["promote"]
+    assert report["decision"]["reason"].startswith("over the latency budget: p95 ")
+    assert report["latency"]["runtime"] in {"torch", "onnx", "onnx-int8"} and report["latency"]["p95_ms_one_pair"] > 0.001
+    mlflow.set_tracking_uri(f"sqlite:///{stage_repo / 'mlflow.db'}")
+    client = MlflowClient()
+    version = client.get_model_version("korean-sts-similarity", "1")
+    assert version.tags["champion.decision"] == report["decision"]["reason"]
+    assert float(version.tags["latency.p95_ms_one_pair"]) == report["latency"]["p95_ms_one_pair"]
+    assert not client.get_registered_model("korean-sts-similarity").aliases
+    assert "latency_p95_ms_batch_32" in client.get_run(report["run_id"]).data.metrics
+
+
 @pytest.mark.parametrize(
     ("new", "version", "current", "promote"),
     [(0.5, None, None, True), (0.5, "1", None, True), (0.6, "1", 0.5, True), (0.5, "1", 0.5, False), (0.4, "1", 0.5, False)],

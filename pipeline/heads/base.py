@@ -80,6 +80,10 @@ class Head(ABC):
     def encoder(self, model):
         """The transformers encoder inside a model of this head (its word embeddings may be frozen)."""
 
+    def with_cache(self, loaded: LoadedModel, size: int) -> LoadedModel:
+        """The model with a cache of repeated work in front of it; heads that score the pair as one input have none."""
+        return loaded
+
 
 def mixed_precision(choice: str, cuda: bool, bf16_supported: bool) -> dict[str, bool]:
     """train.precision -> Trainer's bf16 / fp16 flags.

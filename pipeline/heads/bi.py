@@ -113,3 +113,9 @@ class BiHead(Head):
 
     def encoder(self, model):
         return model[0].auto_model
+
+    def with_cache(self, loaded: LoadedModel, size: int) -> LoadedModel:
+        """Each sentence is embedded alone, so a repeated sentence's embedding is reused (an LRU of `size`)."""
+        from pipeline.heads.embedding_cache import EmbeddingCache
+
+        return loaded if size < 1 else LoadedModel(EmbeddingCache(loaded.model, size), loaded.tokenizer)

@@ -119,6 +119,7 @@ def main() -> None:
     import mlflow
 
     from pipeline.registry import download_pair_model
+    from pipeline.runtimes.selection import choose_for_serving, served_metrics
     from pipeline.tracking import mlflow_tracking_uri
 
     root = Path.cwd()
@@ -127,22 +128,19 @@ def main() -> None:
     home = use_bentoml_home(root)
     champion = champion_from_report()
     mlflow.set_tracking_uri(mlflow_tracking_uri(params.mlflow.tracking_uri, root))
-    labels = {key: champion[key] for key in ("registry_model", "registry_version", "alias")}
     with tempfile.TemporaryDirectory(prefix="champion-") as staging:
         folder = download_pair_model(champion["model_uri"], Path(staging) / "model")
-        model_tag = import_pair_model(folder, settings.model_name.split(":")[0], labels, {"model_uri": champion["model_uri"]})
-    bento_tag = build_bento(BENTOFILE, root, model_tag, {"model": model_tag, "registry_version": champion["registry_version"]})
-    write_json(
-        PACKAGE_REPORT,
-        {
-            "bento": bento_tag,
-            "model": model_tag,
-            "model_version": model_tag.partition(":")[2],
-            **champion,
-            "bentoml_home": str(home),
-        },
-    )
+        choice = choose_for_serving(folder, settings)
+        test_metrics = served_metrics(folder, choice.runtime)
+        labels = {**{key: champion[key] for key in ("registry_model", "registry_version", "alias")}, "runtime": choice.runtime}
+        metadata = {"model_uri": champion["model_uri"], "runtime": choice.as_dict()}
+        model_tag = import_pair_model(folder, settings.model_name.split(":")[0], labels, metadata)
+    bento_labels = {"model": model_tag, "registry_version": champion["registry_version"], "runtime": choice.runtime}
+    bento_tag = build_bento(BENTOFILE, root, model_tag, bento_labels)
+    report = {"bento": bento_tag, "model": model_tag, "model_version": model_tag.partition(":")[2], **champion}
+    write_json(PACKAGE_REPORT, {**report, "runtime": choice.as_dict(), "test": test_metrics, "bentoml_home": str(home)})
     print(f"package: {champion['model_uri']} (v{champion['registry_version']}) -> model {model_tag}, bento {bento_tag}")
+    print(f"package: runtime {choice.runtime} ({choice.reason})")
 
 
 if __name__ == "__main__":

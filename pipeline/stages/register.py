@@ -4,11 +4,11 @@ alias to it only when it beats the current champion on the test metric (or when 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import load_params
+from pipeline.config import load_params, load_serve_settings
 from pipeline.errors import PipelineError, run_stage
 from pipeline.paths import METRICS, MODEL_DIR, REGISTER_REPORT, STUDY_REPORT
 from pipeline.tables import write_json
@@ -54,6 +54,37 @@ def decide_champion(new_value: float, current_version: str | None, current_value
         current_version,
         current_value,
     )
+
+
+def within_latency_budget(decision: ChampionDecision, p95_ms: float, budget_ms: float | None) -> ChampionDecision:
+    """A model over register.max_p95_ms (one pair, the packaged runtime) never takes the alias, however good."""
+    if budget_ms is None or p95_ms <= budget_ms or not decision.promote:
+        return decision
+    reason = f"over the latency budget: p95 {p95_ms:.1f} ms for one pair > register.max_p95_ms {budget_ms:g}"
+    return replace(decision, promote=False, reason=f"{reason} (else: {decision.reason})")
+
+
+def candidate_latency(folder: Path, settings) -> dict[str, Any]:
+    """The latency of the model as the package stage would serve it: its runtime chosen behind the same gate on a
+    copy of the folder, timed in-process with one worker's threads."""
+    import shutil
+    import tempfile
+
+    import torch
+
+    from pipeline.runtimes.latency import measure_latency
+    from pipeline.runtimes.selection import choose_for_serving
+    from pipeline.scoring import PairScorer
+
+    with tempfile.TemporaryDirectory(prefix="latency-") as staging:
+        copy = Path(shutil.copytree(folder, Path(staging) / "model"))
+        choice = choose_for_serving(copy, settings)
+        torch.set_num_threads(settings.torch_threads)
+        scorer = PairScorer.from_folder(copy, runtime=choice.runtime, threads=settings.torch_threads)
+        return {
+            "runtime": choice.runtime,
+            **measure_latency(scorer, EXAMPLE_PAIRS * 16, forward_batch_size=settings.forward_batch_size),
+        }
 
 
 def current_champion(client, model_name: str, alias: str, metric_tag: str) -> tuple[str | None, float | None]:
@@ -103,9 +134,29 @@ def log_and_register(scorer, folder: Path, run_id: str, metrics: dict[str, float
     return mlflow.register_model(info.model_uri, model_name)
 
 
+def apply_champion_rule(register, version: str, new_value: float, latency: dict[str, Any]):
+    """Decide (test metric, then latency budget), tag the new version with the figures, move the alias if it wins.
+
+    Returns the decision and the version that held the alias before.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    metric_tag = METRIC_TAG.format(metric=register.metric)
+    current_version, current_value = current_champion(client, register.model_name, register.alias, metric_tag)
+    decision = decide_champion(new_value, current_version, current_value)
+    decision = within_latency_budget(decision, latency["p95_ms_one_pair"], register.max_p95_ms)
+    tags = {metric_tag: str(decision.new_value), "champion.decision": decision.reason}
+    tags.update({f"latency.{key}": str(value) for key, value in latency.items()})
+    for key, value in tags.items():
+        client.set_model_version_tag(register.model_name, version, key, value)
+    if decision.promote:
+        client.set_registered_model_alias(register.model_name, register.alias, version)
+    return decision, current_version
+
+
 def main() -> None:
     import mlflow
-    from mlflow import MlflowClient
 
     from pipeline.scoring import PairScorer
     from pipeline.tracking import mlflow_tracking_uri
@@ -119,22 +170,17 @@ def main() -> None:
     if test_metrics.get(metric) is None:
         raise PipelineError(f"{METRICS}: test {metric} is undefined; not registering")
     scorer = PairScorer.from_folder(MODEL_DIR)
+    latency = candidate_latency(MODEL_DIR, load_serve_settings())
+    latency_metrics = {f"latency_{key}": value for key, value in latency.items() if key != "runtime"}
     registered = log_and_register(
         scorer,
         MODEL_DIR,
         study["best_run_id"],
-        run_metrics(evaluation),
+        {**run_metrics(evaluation), **latency_metrics},
         params.register.model_name,
     )
     version = str(registered.version)  # MLflow 3 returns an int
-    client = MlflowClient()
-    metric_tag = METRIC_TAG.format(metric=metric)
-    current_version, current_value = current_champion(client, params.register.model_name, params.register.alias, metric_tag)
-    decision = decide_champion(float(test_metrics[metric]), current_version, current_value)
-    client.set_model_version_tag(params.register.model_name, version, metric_tag, str(decision.new_value))
-    client.set_model_version_tag(params.register.model_name, version, "champion.decision", decision.reason)
-    if decision.promote:
-        client.set_registered_model_alias(params.register.model_name, params.register.alias, version)
+    decision, current_version = apply_champion_rule(params.register, version, float(test_metrics[metric]), latency)
     with mlflow.start_run(run_id=study["best_run_id"]):
         mlflow.set_tags({"champion.decision": decision.reason, "registered_version": version})
     champion_version = version if decision.promote else current_version
@@ -147,6 +193,7 @@ def main() -> None:
             "champion_version": champion_version,
             "champion_uri": f"models:/{params.register.model_name}@{params.register.alias}",
             "decision": asdict(decision),
+            "latency": latency,
             "run_id": study["best_run_id"],
         },
     )

@@ -1,0 +1,116 @@
+"""Serving runtimes on a tiny bi-encoder: ONNX fp32 scores like torch, int8 runs, the gate refuses what drifts,
+the embedding cache evicts and counts, and the latency budget keeps a slow model from the alias."""
+
+import typing
+
+import numpy as np
+import pytest
+
+from pipeline.config import ServeSettings
+from pipeline.heads import HEADS, LoadedModel, save_pair_model
+from pipeline.heads.bi import load_bi_encoder
+from pipeline.heads.embedding_cache import EmbeddingCache
+from pipeline.models import ModelSettings
+from pipeline.paths import ONNX_DIR
+from pipeline.runtimes import RUNTIMES, candidates
+from pipeline.runtimes.gate import judge
+from pipeline.runtimes.latency import measure_latency
+from pipeline.runtimes.selection import choose_runtime
+from pipeline.scoring import PairScorer
+from pipeline.stages.register import ChampionDecision, within_latency_budget
+
+PAIRS = [
+    ("한 남자가 플루트를 연주하고 있다.", "남자가 피리를 불고 있다."),
+    ("남자가 피자에 치즈를 뿌리고 있다.", "한 남자가 요리를 하고 있다."),
+    ("고양이가 소파 위에서 자고 있다.", "개가 공원에서 뛰고 있다."),
+    ("오늘 날씨가 정말 좋네요.", "오늘은 날씨가 매우 좋습니다."),
+] * 6
+
+
+@pytest.fixture()
+def bi_folder(tiny_bert, tmp_path):
+    folder = tmp_path / "model"
+    save_pair_model(
+        load_bi_encoder(str(tiny_bert), 64), None, ModelSettings(head="bi", base_model="tiny", hangul_only=False), folder
+    )
+    return folder
+
+
+def test_config_accepts_exactly_the_registered_runtimes():
+    allowed = typing.get_args(ServeSettings.model_fields["runtime"].annotation)
+    assert set(allowed) == {"auto", *RUNTIMES}
+
+
+def test_onnx_scores_like_torch_and_int8_stays_on_the_scale(bi_folder):
+    torch_scores = PairScorer.from_folder(bi_folder).score(PAIRS)
+    for name in ("onnx", "onnx-int8"):
+        RUNTIMES[name].build(bi_folder)
+    assert sorted(path.name for path in (bi_folder / ONNX_DIR).iterdir()) == ["model.onnx", "model_int8.onnx"]
+    onnx = PairScorer.from_folder(bi_folder, runtime="onnx", threads=1).score(PAIRS)
+    np.testing.assert_allclose(onnx, torch_scores, atol=1e-4)
+    int8 = PairScorer.from_folder(bi_folder, runtime="onnx-int8", threads=1).score(PAIRS)
+    assert np.isfinite(int8).all() and int8.min() >= 0 and int8.max() <= 5
+    assert not np.array_equal(int8, torch_scores)  # quantized weights: close, not equal
+
+
+def test_the_gate_judges_f1_pearson_and_the_largest_shift():
+    gold = np.array([0.5, 1.5, 2.5, 3.5, 4.5, 4.0])
+    reference = np.array([0.6, 1.4, 2.6, 3.4, 4.4, 4.1])
+    assert judge("onnx", reference, reference + 0.01, gold, 3.0, 0.005, 0.15).passed
+    moved = reference.copy()
+    moved[2] += 0.6  # crosses 3.0: F1 changes, and the shift is too big
+    result = judge("onnx-int8", reference, moved, gold, 3.0, 0.005, 0.15)
+    assert not result.passed and result.max_score_shift == pytest.approx(0.6)
+    assert "f1 delta" in result.reason and "max score shift 0.6 > 0.15" in result.reason
+
+
+def test_auto_falls_back_past_a_refused_runtime_and_keeps_only_the_chosen_graph(bi_folder):
+    gold = np.array([4.0, 2.5, 0.5, 4.5] * 6)
+    refused = choose_runtime(bi_folder, "onnx-int8", PAIRS, gold, metric_tolerance=0.0, max_shift=0.0)  # cannot be met
+    assert refused.runtime == "torch" and refused.reason.startswith("torch: onnx-int8: refused: ")
+    assert not list((bi_folder / ONNX_DIR).glob("*.onnx"))
+    fallback = choose_runtime(bi_folder, "auto", PAIRS, gold, metric_tolerance=1.0, max_shift=1e-3)  # fp32 drift ~1e-6
+    assert fallback.runtime == "onnx" and [entry["passed"] for entry in fallback.gate] == [False, True]
+    assert [path.name for path in (bi_folder / ONNX_DIR).glob("*.onnx")] == ["model.onnx"]
+    accepted = choose_runtime(bi_folder, "auto", PAIRS, gold, metric_tolerance=1.0, max_shift=5.0)
+    assert accepted.runtime == "onnx-int8" and accepted.gate[0]["passed"]
+    assert [path.name for path in (bi_folder / ONNX_DIR).glob("*.onnx")] == ["model_int8.onnx"]
+
+
+def test_a_head_without_an_export_and_a_gpu_stay_on_torch(bi_folder, tmp_path):
+    cross = tmp_path / "cross"
+    cross.mkdir()
+    ModelSettings(head="cross", base_model="tiny", hangul_only=False).save(cross)
+    choice = choose_runtime(cross, "onnx-int8", PAIRS, np.zeros(len(PAIRS)), 0.005, 0.15)
+    assert choice.runtime == "torch" and "not available for the cross head" in choice.reason
+    assert candidates("auto", gpu=True) == [] and candidates("torch", gpu=False) == []
+
+
+def test_the_embedding_cache_evicts_the_least_recent_and_counts(bi_folder):
+    model = load_bi_encoder(str(bi_folder))
+    cache = EmbeddingCache(model, size=3)
+    sentences = ["가", "나", "다", "가"]
+    np.testing.assert_allclose(cache.encode(sentences), model.encode(sentences), atol=1e-5)
+    assert (cache.hits, cache.misses) == (1, 3) and list(cache.entries) == ["가", "나", "다"]  # the repeat is encoded once
+    cache.encode(["라"])  # a fourth sentence evicts 가, the least recently used
+    assert list(cache.entries) == ["나", "다", "라"] and cache.misses == 4
+    cache.encode(["가", "다"])  # 가 again: a miss; 다: a hit, now the most recent but one
+    assert (cache.hits, cache.misses) == (2, 5) and list(cache.entries) == ["라", "다", "가"]
+
+
+def test_a_scorer_with_a_cache_scores_like_one_without(bi_folder):
+    plain = PairScorer.from_folder(bi_folder).score(PAIRS)
+    cached = PairScorer.from_folder(bi_folder, cache_size=100)
+    np.testing.assert_allclose(cached.score(PAIRS), plain, atol=1e-5)
+    np.testing.assert_allclose(cached.score(PAIRS), plain, atol=1e-5)
+    assert cached.model.misses == len({s for pair in PAIRS for s in pair}) and cached.model.hits > 0
+    assert HEADS["cross"].with_cache(LoadedModel("model", "tokenizer"), 100) == LoadedModel("model", "tokenizer")
+
+
+def test_latency_is_measured_and_a_model_over_budget_keeps_the_alias_where_it_was(bi_folder):
+    figures = measure_latency(PairScorer.from_folder(bi_folder), PAIRS, repeats=8)
+    assert 0 < figures["p50_ms_one_pair"] <= figures["p95_ms_one_pair"] and figures["p95_ms_batch_32"] > 0
+    wins = ChampionDecision(True, "beats champion v1: 0.8 > 0.7", 0.8, "1", 0.7)
+    assert within_latency_budget(wins, 120.0, None) is wins and within_latency_budget(wins, 120.0, 200) is wins
+    refused = within_latency_budget(wins, 120.0, 50)
+    assert not refused.promote and refused.reason.startswith("over the latency budget: p95 120.0 ms for one pair > ")
