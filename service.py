@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import unicodedata
 from pathlib import Path
 from typing import Annotated
 
@@ -61,8 +62,10 @@ CACHE_LOOKUPS = bentoml.metrics.Counter(
 
 
 def _not_blank(text: str) -> str:
-    if not text.strip():
-        raise ValueError("sentence is empty or only whitespace")
+    # Zero-width spaces, joiners and byte-order marks are Unicode format characters (Cf): a sentence made only
+    # of them and whitespace is as empty as a blank one (it was scored about 1.05 before).
+    if all(char.isspace() or unicodedata.category(char) == "Cf" for char in text):
+        raise ValueError("sentence is empty or only whitespace or invisible characters")
     return text
 
 

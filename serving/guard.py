@@ -37,9 +37,9 @@ class RequestGuard:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
         return {"type": "http.response.start", "status": status, "headers": headers + self._model_headers()}
 
-    async def _refuse(self, send, size: str) -> None:
-        body = json.dumps({"error": f"request body is {size} bytes; the limit is {self.max_bytes}"}).encode()
-        await send(self._json_start(413, body))
+    async def _refuse(self, send, status: int, message: str) -> None:
+        body = json.dumps({"error": message}).encode()
+        await send(self._json_start(status, body))
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope, receive, send) -> None:
@@ -63,10 +63,15 @@ class RequestGuard:
                 return
             await send(message)
 
-        length = dict(scope.get("headers", [])).get(b"content-length")
+        headers = dict(scope.get("headers", []))
+        if is_api and headers.get(b"content-type", b"").lower().startswith(b"multipart/"):
+            # The APIs take JSON only; BentoML's multipart parser answered 500 to a broken part.
+            await self._refuse(send, 415, "the APIs take a JSON body (content-type: application/json), not multipart")
+            return
+        length = headers.get(b"content-length")
         if length is not None:
             if length.isdigit() and int(length) > self.max_bytes:
-                await self._refuse(send, length.decode())
+                await self._refuse(send, 413, f"request body is {length.decode()} bytes; the limit is {self.max_bytes}")
                 return
             await self.app(scope, receive, send_with_headers)
             return
@@ -85,7 +90,7 @@ class RequestGuard:
             size += len(chunks[-1])
             more = message.get("more_body", False)
             if size > self.max_bytes:
-                await self._refuse(send, f"more than {self.max_bytes}")
+                await self._refuse(send, 413, f"request body is more than {self.max_bytes} bytes; the limit is {self.max_bytes}")
                 return None
         replayed = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
         sent = False

@@ -305,6 +305,8 @@ BAD_INPUTS = [
     # (name, path, json body or raw bytes, status, text the message must contain)
     ("empty sentence", "/similarity", {"sentence1": "", "sentence2": "나"}, 400, "at least 1 character"),
     ("blank sentence", "/similarity", {"sentence1": " \t ", "sentence2": "나"}, 400, "empty or only whitespace"),
+    ("zero-width only", "/similarity", {"sentence1": "\u200b\u200b", "sentence2": "나"}, 400, "invisible characters"),
+    ("byte-order mark only", "/similarity_batch", {"pairs": [{"sentence1": "나", "sentence2": "\ufeff "}]}, 400, "invisible"),
     ("number", "/similarity", {"sentence1": 5, "sentence2": "나"}, 400, "valid string"),
     ("null", "/similarity", {"sentence1": None, "sentence2": "나"}, 400, "valid string"),
     ("list for a sentence", "/similarity", {"sentence1": ["가"], "sentence2": "나"}, 400, "valid string"),
@@ -455,3 +457,13 @@ def test_a_bi_champion_served_by_onnx_int8_answers_as_offline_and_counts_its_cac
 
     distinct = len({normalize_text(sentence) for pair in PAIRS for sentence in pair})  # the cache keys
     assert counts == {"hit": 4 * len(PAIRS) - distinct, "miss": distinct}, counts
+
+
+def test_a_multipart_body_is_refused_with_415_not_a_server_error(served):
+    """A broken multipart part made BentoML's form parser answer 500; the APIs take JSON only."""
+    broken = b'--b\r\nContent-Disposition: form-data; name="sentence1"\r\n\r\n\xea\xb0\x80'  # no closing boundary
+    for path in ("/similarity", "/similarity_batch"):
+        response = httpx.post(
+            f"{served}{path}", content=broken, headers={"content-type": "multipart/form-data; boundary=b"}, timeout=30
+        )
+        assert response.status_code == 415 and "JSON" in response.json()["error"], response.text
