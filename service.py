@@ -34,7 +34,7 @@ from starlette.routing import Route
 from pipeline.config import SERVE_ENV_PREFIX, load_serve_settings
 from pipeline.metrics import MAX_SCORE, SIMILAR_AT
 from pipeline.paths import PAIR_FOLDER  # where the pair-model folder lies inside the BentoML model
-from serving.guard import RequestGuard
+from serving.guard import RequestGuard, content_security_policy
 
 HERE = Path(__file__).resolve().parent
 SETTINGS = load_serve_settings(HERE / "params.yaml")
@@ -48,6 +48,7 @@ MODEL_TAG = (
 )
 EXAMPLE_PAIR = {"sentence1": "오늘 날씨가 정말 좋네요.", "sentence2": "오늘은 날씨가 매우 좋습니다."}
 EXAMPLE_PAIRS = [EXAMPLE_PAIR, {"sentence1": "숙소 위치가 역에서 가까워요.", "sentence2": "이 정책은 내년부터 시행됩니다."}]
+API_KEY_VARIABLE = "KSTS_SERVE_API_KEY"  # set: every API needs Authorization: Bearer <key> (health and metrics stay open)
 MODEL_HEADERS: dict[str, str] = {}  # filled once the model is loaded; added to every response by RequestGuard
 OVERLOADED = json.dumps(
     {"error": f"over capacity: this request would wait more than {SETTINGS.max_latency_ms} ms in the batch queue; retry later"}
@@ -114,9 +115,13 @@ def to_result(score: float) -> Similarity:
     return Similarity(score=score, similar=score >= SIMILAR_AT, probability=score / MAX_SCORE)
 
 
+DEMO_PAGE = (HERE / "serving" / "demo.html").read_text(encoding="utf-8")
+DEMO_CSP = content_security_policy(DEMO_PAGE)  # its inline script and style by hash; no other source
+
+
 async def demo_page(_request) -> HTMLResponse:
     """The demo page: two sentences in, the score and the verdict out (no external assets)."""
-    return HTMLResponse((HERE / "serving" / "demo.html").read_text(encoding="utf-8"))
+    return HTMLResponse(DEMO_PAGE, headers={"Content-Security-Policy": DEMO_CSP})
 
 
 demo_app = Starlette(routes=[Route("/", demo_page)])
@@ -204,4 +209,5 @@ KoreanSimilarity.add_asgi_middleware(
     api_paths=("/similarity", "/similarity_batch"),
     model_headers=MODEL_HEADERS,
     overloaded_body=OVERLOADED,
+    api_key=os.environ.get(API_KEY_VARIABLE) or None,
 )

@@ -1,8 +1,28 @@
-"""The service's ASGI middleware: body-size limit before parsing, a clear 503 body, model headers on every response."""
+"""The service's ASGI middleware: body-size limit before parsing, a clear 503 body, optional API-key
+authentication, model and security headers on every response; and the demo page's Content-Security-Policy."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
+import re
+
+SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+
+
+def content_security_policy(html: str) -> str:
+    """A CSP for a self-contained page: its own inline <script> and <style> blocks by hash, fetches to itself only."""
+
+    def hashes(tag: str) -> str:
+        blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.DOTALL)
+        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(block.encode()).digest()).decode()}'" for block in blocks)
+
+    return (
+        f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; connect-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
 
 
 class RequestGuard:
@@ -11,7 +31,11 @@ class RequestGuard:
     - refuses bodies over max_bytes with 413 before anything parses them;
     - replaces BentoML's generic body of a 503 from an API (the batch queue refused a request that would
       exceed max_latency_ms) with a clear one, and adds Retry-After;
-    - adds X-Model-Name / X-Model-Version / X-Model-Registry-Version to every response.
+    - with an API key, answers 401 to an API request without `Authorization: Bearer <key>` (compared in
+      constant time); health, readiness, metrics and the demo page stay open;
+    - refuses multipart bodies on the APIs with 415 (JSON only);
+    - adds X-Model-Name / X-Model-Version / X-Model-Runtime / X-Model-Registry-Version, X-Content-Type-Options
+      and Referrer-Policy to every response.
     """
 
     def __init__(
@@ -21,6 +45,7 @@ class RequestGuard:
         api_paths: tuple[str, ...],
         model_headers: dict[str, str],
         overloaded_body: bytes,
+        api_key: str | None = None,
         retry_after_seconds: int = 1,
     ) -> None:
         self.app = app
@@ -28,10 +53,14 @@ class RequestGuard:
         self.api_paths = api_paths
         self.model_headers = model_headers  # filled by the service once its model is loaded
         self.overloaded = overloaded_body
+        self.bearer = f"Bearer {api_key}".encode() if api_key else None  # None: the APIs are open (bound to 127.0.0.1)
         self.retry_after = str(retry_after_seconds).encode()
 
     def _model_headers(self) -> list[tuple[bytes, bytes]]:
-        return [(key.lower().encode(), value.encode()) for key, value in self.model_headers.items()]
+        return [(key.lower().encode(), value.encode()) for key, value in self.model_headers.items()] + SECURITY_HEADERS
+
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        return self.bearer is None or hmac.compare_digest(headers.get(b"authorization", b""), self.bearer)
 
     def _json_start(self, status: int, body: bytes, extra: list[tuple[bytes, bytes]] = ()) -> dict:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
@@ -64,6 +93,9 @@ class RequestGuard:
             await send(message)
 
         headers = dict(scope.get("headers", []))
+        if is_api and not self._authorized(headers):
+            await self._refuse(send, 401, "missing or wrong API key: send the header Authorization: Bearer <key>")
+            return
         if is_api and headers.get(b"content-type", b"").lower().startswith(b"multipart/"):
             # The APIs take JSON only; BentoML's multipart parser answered 500 to a broken part.
             await self._refuse(send, 415, "the APIs take a JSON body (content-type: application/json), not multipart")

@@ -467,3 +467,28 @@ def test_a_multipart_body_is_refused_with_415_not_a_server_error(served):
             f"{served}{path}", content=broken, headers={"content-type": "multipart/form-data; boundary=b"}, timeout=30
         )
         assert response.status_code == 415 and "JSON" in response.json()["error"], response.text
+
+
+def test_responses_carry_security_headers_and_the_demo_page_a_csp_without_inline_sources(served):
+    api = post(served, "/similarity", pair_body(PAIRS[0]))
+    page = httpx.get(f"{served}/demo/", timeout=30)
+    for response in (api, page):
+        assert response.headers["x-content-type-options"] == "nosniff" and response.headers["referrer-policy"] == "no-referrer"
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src 'sha256-" in policy and "unsafe-inline" not in policy
+
+
+def test_with_an_api_key_the_apis_need_it_and_health_and_metrics_stay_open(bento_store):
+    home = Path(bento_store["home"])
+    with bentoml_server("service:KoreanSimilarity", home, {**SERVER_ENV, "KSTS_SERVE_API_KEY": "s3cret"}) as url:
+        body = pair_body(PAIRS[0])
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret"}):
+            refused = httpx.post(f"{url}/similarity", json=body, headers=headers, timeout=30)
+            assert refused.status_code == 401 and "Authorization: Bearer" in refused.json()["error"]
+            assert "s3cret" not in refused.text
+        batch = httpx.post(f"{url}/similarity_batch", json={"pairs": [body]}, timeout=30)
+        assert batch.status_code == 401
+        allowed = httpx.post(f"{url}/similarity", json=body, headers={"authorization": "Bearer s3cret"}, timeout=30)
+        assert allowed.status_code == 200 and 0 <= allowed.json()["score"] <= 5
+        for path in ("/healthz", "/readyz", "/metrics", "/demo/"):
+            assert httpx.get(f"{url}{path}", timeout=30).status_code == 200, path
