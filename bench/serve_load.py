@@ -69,17 +69,19 @@ def load_pairs(limit: int) -> list[tuple[str, str]]:
     return pairs[:limit]
 
 
-def prepare_model(home: Path, model_name: str, source: str, folder: Path | None = None) -> tuple[Path, str]:
-    """The pair-model folder (given, e.g. models/model, or built once from `source`) and its tag in the store at home."""
+def prepare_model(home: Path, source: str, folder: Path | None = None) -> Path:
+    """The pair-model folder: the one given (e.g. models/model), or one built once from `source`.
+
+    Each runtime's copy of it goes into the BentoML store (runtime_models).
+    """
     os.environ["BENTOML_HOME"] = str(home)  # before pipeline.stages.package imports bentoml
     from pipeline.heads import save_pair_model
     from pipeline.heads.pair import load_sequence_classifier
     from pipeline.models import ModelSettings, load_tokenizer, resolve_model_source
     from pipeline.paths import PAIR_FOLDER, SETTINGS_FILE
-    from pipeline.stages.package import import_pair_model
 
     if folder is not None:
-        return folder, import_pair_model(folder, model_name, {"registry_version": "bench"})
+        return folder
     folder = home.parent / PAIR_FOLDER
     if not (folder / SETTINGS_FILE).is_file():
         resolved = resolve_model_source(source)
@@ -87,7 +89,7 @@ def prepare_model(home: Path, model_name: str, source: str, folder: Path | None 
         tokenizer.model_max_length = 128
         settings = ModelSettings(head="cross", base_model=source, hangul_only=False)
         save_pair_model(load_sequence_classifier(resolved), tokenizer, settings, folder)
-    return folder, import_pair_model(folder, model_name, {"registry_version": "bench"})
+    return folder
 
 
 def runtime_models(home: Path, folder: Path, runtimes: list[str]) -> dict[str, str]:
@@ -375,7 +377,7 @@ def main() -> None:
     overrides = dict(item.split("=", 1) for item in args.set)
     settings = load_serve_settings(REPO / "params.yaml", {f"KSTS_SERVE_{k.upper()}": v for k, v in overrides.items()})
     home = args.home.resolve()
-    pair_folder, _ = prepare_model(home, "korean-sts-similarity", args.model, args.folder)
+    pair_folder = prepare_model(home, args.model, args.folder)
     tags = runtime_models(home, pair_folder, sorted(set(args.runtimes) | {"torch"}))
     pairs = load_pairs(args.pairs)
     threads = settings.workers * settings.torch_threads

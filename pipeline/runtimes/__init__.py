@@ -26,7 +26,6 @@ class Runtime:
 
     name: str
     graph: str | None  # the ONNX file under <folder>/onnx/, or None for the saved torch model
-    summary: str
 
     def supports(self, settings: ModelSettings) -> bool:
         return self.graph is None or settings.head in ONNX_HEADS
@@ -54,9 +53,9 @@ class Runtime:
 
 
 RUNTIMES: dict[str, Runtime] = {
-    "torch": Runtime("torch", None, "PyTorch, fp32 (bf16/fp16 autocast is a training choice, not a serving one)"),
-    "onnx": Runtime("onnx", "model.onnx", "ONNX Runtime, fp32"),
-    "onnx-int8": Runtime("onnx-int8", "model_int8.onnx", "ONNX Runtime, dynamic int8 weights"),
+    "torch": Runtime("torch", None),
+    "onnx": Runtime("onnx", "model.onnx"),
+    "onnx-int8": Runtime("onnx-int8", "model_int8.onnx"),
 }
 # serve.runtime: auto -> the first of these that the model supports and that passes the gate; else torch.
 AUTO_ORDER = ("onnx-int8", "onnx")
@@ -67,10 +66,6 @@ def candidates(choice: str, gpu: bool) -> list[str]:
     if choice == "auto":
         return [] if gpu else list(AUTO_ORDER)  # on a GPU torch (with its batching) stays the default
     return [] if choice == "torch" else [choice]
-
-
-def load_runtime(name: str) -> Runtime:
-    return RUNTIMES[name]
 
 
 __all__ = ["AUTO_ORDER", "RUNTIMES", "Runtime", "candidates"]
