@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := true
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup system-packages run test ui bench-train compare tracking-server worker clean
+.PHONY: setup system-packages run test fuzz ui bench-train compare tracking-server worker clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,10 @@ run: setup
 test: setup system-packages
 	ruff check .
 	pytest
+
+# Release check: the schema fuzzer with many more examples per API and phase than the suite's 25 (docs/reliability.md).
+fuzz: setup
+	KSTS_FUZZ_EXAMPLES=$(or $(EXAMPLES),1000) pytest -q tests/test_service_hardening.py -k fuzzing
 
 # The demo-page test drives headless Chromium (Debian packages); installed here when missing and root.
 system-packages:

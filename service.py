@@ -11,7 +11,7 @@ known). The model runs on the runtime the package stage chose behind its accurac
 `runtime`: torch, onnx or onnx-int8; pipeline/runtimes/); a bi-encoder keeps an LRU cache of sentence
 embeddings (serve.embedding_cache_size), counted on /metrics as embedding_cache_lookups_total.
 GET /demo/ is a page to try it by hand; /healthz, /readyz and /metrics are BentoML's; / is Swagger UI.
-Settings: pipeline/config.py ServeSettings (params.yaml `serve:`, KSTS_SERVE_* environment variables).
+Settings: pipeline/config ServeSettings (params.yaml `serve:`, KSTS_SERVE_* environment variables).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import unicodedata
 from pathlib import Path
 from typing import Annotated
 
@@ -34,6 +33,7 @@ from starlette.routing import Route
 from pipeline.config import SERVE_ENV_PREFIX, load_serve_settings
 from pipeline.metrics import MAX_SCORE, SIMILAR_AT
 from pipeline.paths import PAIR_FOLDER  # where the pair-model folder lies inside the BentoML model
+from serving.contract import VISIBLE_TEXT, documented_spec
 from serving.guard import RequestGuard, content_security_policy
 
 HERE = Path(__file__).resolve().parent
@@ -60,12 +60,14 @@ CACHE_LOOKUPS = bentoml.metrics.Counter(
     documentation="Sentence-embedding cache lookups in this worker (bi head): hit = served from memory, miss = encoded",
     labelnames=["result"],
 )
+STALLED_REQUESTS = bentoml.metrics.Counter(
+    name="stalled_requests",
+    documentation="API requests whose body did not arrive within serve.body_timeout_seconds (answered 408, connection closed)",
+)
 
 
 def _not_blank(text: str) -> str:
-    # Zero-width spaces, joiners and byte-order marks are Unicode format characters (Cf): a sentence made only
-    # of them and whitespace is as empty as a blank one (it was scored about 1.05 before).
-    if all(char.isspace() or unicodedata.category(char) == "Cf" for char in text):
+    if not VISIBLE_TEXT.search(text):
         raise ValueError("sentence is empty or only whitespace or invisible characters")
     return text
 
@@ -74,6 +76,7 @@ Sentence = Annotated[
     StrictStr,
     StringConstraints(min_length=1, max_length=SETTINGS.max_chars_per_sentence),
     AfterValidator(_not_blank),
+    Field(json_schema_extra={"pattern": VISIBLE_TEXT.pattern}),  # documents _not_blank's rule
 ]
 
 # `example` (OpenAPI 3.0, singular) is what Swagger UI puts in its sample request.
@@ -203,11 +206,16 @@ class KoreanSimilarity:
         return self._score([Pair(sentence1=sentence1, sentence2=sentence2)])[0]
 
 
+API_PATHS = ("/similarity", "/similarity_batch")
+API_KEY = os.environ.get(API_KEY_VARIABLE) or None
 KoreanSimilarity.add_asgi_middleware(
     RequestGuard,
     max_bytes=SETTINGS.max_request_bytes,
-    api_paths=("/similarity", "/similarity_batch"),
+    api_paths=API_PATHS,
+    openapi_document=lambda: documented_spec(KoreanSimilarity.openapi_spec.asdict(), API_PATHS, API_KEY is not None),
     model_headers=MODEL_HEADERS,
     overloaded_body=OVERLOADED,
-    api_key=os.environ.get(API_KEY_VARIABLE) or None,
+    body_timeout_seconds=SETTINGS.body_timeout_seconds,
+    on_stalled=STALLED_REQUESTS.inc,
+    api_key=API_KEY,
 )

@@ -62,3 +62,60 @@ def download_pair_model(model_uri: str, destination: Path) -> Path:
     if folder is None or not (folder / SETTINGS_FILE).is_file():
         raise PipelineError(f"{model_uri} is not a pair model logged by the register stage (no {PAIR_MODEL_ARTIFACT} folder)")
     return folder
+
+
+# Model integrity: register records every file's SHA-256 on the model version (a registry tag, beside the
+# artifacts it vouches for); package verifies the downloaded folder against it before serving it.
+FILES_TAG = "pair_model.files_sha256"
+MAX_TAG_CHARS = 8000  # MLflow truncates longer tag values
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")  # loading one can run code
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """{relative path: SHA-256} of every file in folder, refusing pickle weights (we load safetensors only)."""
+    import hashlib
+
+    files = sorted(path for path in folder.rglob("*") if path.is_file())
+    pickles = [path.relative_to(folder).as_posix() for path in files if path.suffix.lower() in PICKLE_SUFFIXES]
+    if pickles:
+        raise PipelineError(f"{folder}: holds pickle files ({', '.join(pickles)}); a pair model is safetensors only")
+    hashes = {}
+    for path in files:
+        digest = hashlib.sha256()
+        with path.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+        hashes[path.relative_to(folder).as_posix()] = digest.hexdigest()
+    return hashes
+
+
+def hashes_tag(folder: Path) -> dict[str, str]:
+    """The model version tag that records folder's file hashes."""
+    import json
+
+    value = json.dumps(file_hashes(folder), sort_keys=True)
+    if len(value) > MAX_TAG_CHARS:
+        raise PipelineError(f"{folder}: too many files to record their hashes in one registry tag ({len(value)} characters)")
+    return {FILES_TAG: value}
+
+
+def verify_files(folder: Path, recorded: dict[str, str], source: str) -> None:
+    """A clear error unless folder holds exactly the recorded files with the recorded hashes (and no pickle)."""
+    found = file_hashes(folder)
+    problems = [f"{name}: missing" for name in sorted(set(recorded) - set(found))]
+    problems += [f"{name}: not recorded" for name in sorted(set(found) - set(recorded))]
+    problems += [f"{name}: SHA-256 differs" for name in sorted(set(found) & set(recorded)) if found[name] != recorded[name]]
+    if problems:
+        raise PipelineError(f"{source}: the model files differ from what register recorded: {'; '.join(problems)}")
+
+
+def recorded_hashes(model_name: str, version: str) -> dict[str, str]:
+    """The file hashes the register stage recorded on a model version."""
+    import json
+
+    from mlflow import MlflowClient
+
+    recorded = MlflowClient().get_model_version(model_name, version).tags.get(FILES_TAG)
+    if recorded is None:
+        raise PipelineError(f"{model_name} v{version}: no {FILES_TAG} tag (registered before integrity records): rerun register")
+    return json.loads(recorded)

@@ -1,14 +1,18 @@
-"""The service's ASGI middleware: body-size limit before parsing, a clear 503 body, optional API-key
-authentication, model and security headers on every response; and the demo page's Content-Security-Policy."""
+"""The service's ASGI middleware: body-size limit and read deadline before parsing, a clear 503 body, optional
+API-key authentication, model and security headers on every response; and the demo page's Content-Security-Policy."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import json
 import re
 
+OPENAPI_PATH = "/docs.json"  # where BentoML serves it (Swagger UI at / reads it)
+FORM_TYPES = (b"multipart/", b"application/x-www-form-urlencoded")
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
 
 
@@ -28,12 +32,15 @@ def content_security_policy(html: str) -> str:
 class RequestGuard:
     """ASGI middleware around the APIs.
 
-    - refuses bodies over max_bytes with 413 before anything parses them;
+    - reads an API's body itself before anything parses it: over max_bytes is 413; not complete within
+      body_timeout_seconds of the request's start (a stalled or very slow client) is 408 and the connection is
+      closed, counted by on_stalled (uvicorn has no body or header read timeout of its own);
     - replaces BentoML's generic body of a 503 from an API (the batch queue refused a request that would
       exceed max_latency_ms) with a clear one, and adds Retry-After;
     - with an API key, answers 401 to an API request without `Authorization: Bearer <key>` (compared in
       constant time); health, readiness, metrics and the demo page stay open;
-    - refuses multipart bodies on the APIs with 415 (JSON only);
+    - refuses form bodies (multipart, urlencoded) on the APIs with 415: they take JSON only;
+    - serves the OpenAPI document (/docs.json) that openapi_document() builds, once, on first request;
     - adds X-Model-Name / X-Model-Version / X-Model-Runtime / X-Model-Registry-Version, X-Content-Type-Options
       and Referrer-Policy to every response.
     """
@@ -43,16 +50,22 @@ class RequestGuard:
         app,
         max_bytes: int,
         api_paths: tuple[str, ...],
+        openapi_document,
         model_headers: dict[str, str],
         overloaded_body: bytes,
+        body_timeout_seconds: float,
+        on_stalled=lambda: None,
         api_key: str | None = None,
         retry_after_seconds: int = 1,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.api_paths = api_paths
+        self.openapi_document = functools.cache(openapi_document)
         self.model_headers = model_headers  # filled by the service once its model is loaded
         self.overloaded = overloaded_body
+        self.body_timeout = body_timeout_seconds
+        self.on_stalled = on_stalled
         self.bearer = f"Bearer {api_key}".encode() if api_key else None  # None: the APIs are open (bound to 127.0.0.1)
         self.retry_after = str(retry_after_seconds).encode()
 
@@ -66,9 +79,9 @@ class RequestGuard:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
         return {"type": "http.response.start", "status": status, "headers": headers + self._model_headers()}
 
-    async def _refuse(self, send, status: int, message: str) -> None:
+    async def _refuse(self, send, status: int, message: str, extra: list[tuple[bytes, bytes]] = ()) -> None:
         body = json.dumps({"error": message}).encode()
-        await send(self._json_start(status, body))
+        await send(self._json_start(status, body, extra))
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope, receive, send) -> None:
@@ -96,28 +109,42 @@ class RequestGuard:
         if is_api and not self._authorized(headers):
             await self._refuse(send, 401, "missing or wrong API key: send the header Authorization: Bearer <key>")
             return
-        if is_api and headers.get(b"content-type", b"").lower().startswith(b"multipart/"):
+        if scope.get("path") == OPENAPI_PATH and scope["method"] in ("GET", "HEAD"):
+            document = self.openapi_document()
+            await send(self._json_start(200, document))
+            await send({"type": "http.response.body", "body": document if scope["method"] == "GET" else b""})
+            return
+        if is_api and headers.get(b"content-type", b"").lower().startswith(FORM_TYPES):
             # The APIs take JSON only; BentoML's multipart parser answered 500 to a broken part.
-            await self._refuse(send, 415, "the APIs take a JSON body (content-type: application/json), not multipart")
+            await self._refuse(send, 415, "the APIs take a JSON body (content-type: application/json), not a form")
             return
         length = headers.get(b"content-length")
-        if length is not None:
-            if length.isdigit() and int(length) > self.max_bytes:
-                await self._refuse(send, 413, f"request body is {length.decode()} bytes; the limit is {self.max_bytes}")
-                return
+        if not is_api:
             await self.app(scope, receive, send_with_headers)
             return
-        replay = await self._read_limited(receive, send)  # no Content-Length (chunked upload)
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._refuse(send, 413, f"request body is {length.decode()} bytes; the limit is {self.max_bytes}")
+            return
+        replay = await self._read_body(receive, send)
         if replay is not None:
             await self.app(scope, replay, send_with_headers)
 
-    async def _read_limited(self, receive, send):
-        """Read a body of unknown length up to the limit: a receive() that replays it, or None once refused with 413."""
+    async def _read_body(self, receive, send):
+        """The whole body, within the size limit and the deadline: a receive() that replays it, or None once refused."""
         chunks, size, more = [], 0, True
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
         while more:
-            message = await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                self.on_stalled()
+                await self._refuse(
+                    send, 408, f"request body not received within {self.body_timeout:g} s", [(b"connection", b"close")]
+                )
+                return None
             if message["type"] != "http.request":
-                break
+                return None  # the client went away
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             more = message.get("more_body", False)

@@ -41,7 +41,8 @@ PAIRS = [
     ("숙소 위치가 역에서 가까워요.", "이 정책은 내년부터 시행됩니다."),
     ("  공백이   많은\t문장.  ", "공백이 많은 문장."),
 ]
-SERVER_ENV = {"KSTS_SERVE_WORKERS": "1"}  # one model copy keeps the test server small; everything else as shipped
+# One model copy keeps the test server small; a 2 s body deadline keeps the stalled-client test short (shipped: 10 s).
+SERVER_ENV = {"KSTS_SERVE_WORKERS": "1", "KSTS_SERVE_BODY_TIMEOUT_SECONDS": "2"}
 
 
 def python_env(home: Path, **extra: str) -> dict[str, str]:

@@ -90,3 +90,39 @@ def test_a_model_over_the_latency_budget_is_registered_but_not_made_champion(sta
 )
 def test_champion_rule(new, version, current, promote):
     assert decide_champion(new, version, current).promote is promote
+
+
+def test_package_verifies_the_recorded_file_hashes_and_refuses_pickles(stage_repo, monkeypatch):
+    """register refuses a model folder with pickle weights; package refuses a champion whose files changed in the
+    artifact store after registration (or gained a pickle), before anything reaches the BentoML store."""
+    from mlflow import MlflowClient
+
+    from pipeline.errors import PipelineError
+    from pipeline.registry import FILES_TAG
+    from pipeline.stages import package
+
+    monkeypatch.setenv("BENTOML_HOME", str(stage_repo / "bentoml_home"))
+    set_study(stage_repo, n_trials=1)
+    train.main()
+    evaluate.main()
+    pickle = stage_repo / "models/model/pytorch_model.bin"
+    pickle.write_bytes(b"\x80\x04N.")
+    with pytest.raises(PipelineError, match=r"pickle files \(pytorch_model.bin\)"):
+        register.main()
+    pickle.unlink()
+    register.main()
+    recorded = json.loads(MlflowClient().get_model_version("korean-sts-similarity", "1").tags[FILES_TAG])
+    assert "model.safetensors" in recorded and all(len(digest) == 64 for digest in recorded.values())
+
+    [settings_file] = (stage_repo / "mlartifacts").rglob("similarity.json")  # the registered copy in the artifact store
+    stored = settings_file.parent
+    config = stored / "config.json"
+    original = config.read_bytes()
+    config.write_bytes(original + b" ")
+    with pytest.raises(PipelineError, match=r"config\.json: SHA-256 differs"):
+        package.main()
+    config.write_bytes(original)
+    (stored / "extra.pkl").write_bytes(b"\x80\x04N.")
+    with pytest.raises(PipelineError, match="pickle files"):
+        package.main()
+    assert not (stage_repo / "bentoml_home" / "models").exists(), "nothing reached the BentoML store"

@@ -1,6 +1,7 @@
 """Stage package: the champion model from the MLflow registry into the BentoML model store, then a Bento.
 
-1. Download `models:/<register.model_name>@<register.alias>` as a pair-model folder (pipeline.registry).
+1. Download `models:/<register.model_name>@<register.alias>` as a pair-model folder (pipeline.registry) and
+   verify it: exactly the files register recorded, with their SHA-256, and no pickle file.
 2. Import it as BentoML model `serve.model_name` (the folder is copied under `pair_model/`; labels name the
    registry version), so the service needs no MLflow at run time. Re-importing the same champion with the
    same files reuses the stored model instead of adding a copy.
@@ -39,14 +40,10 @@ def use_bentoml_home(root: Path) -> Path:
 
 
 def folder_digest(folder: Path) -> str:
-    """SHA-256 over the relative paths and bytes of every file in folder (sorted): equal folders, equal digests."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        with path.open("rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    """SHA-256 over the relative paths and hashes of every file in folder: equal folders, equal digests."""
+    from pipeline.registry import file_hashes
+
+    return hashlib.sha256(json.dumps(file_hashes(folder), sort_keys=True).encode()).hexdigest()
 
 
 def find_stored_model(name: str, labels: dict[str, str]) -> str | None:
@@ -118,7 +115,7 @@ def champion_from_report(path: Path = REGISTER_REPORT) -> dict[str, str]:
 def main() -> None:
     import mlflow
 
-    from pipeline.registry import download_pair_model
+    from pipeline.registry import download_pair_model, recorded_hashes, verify_files
     from pipeline.runtimes.selection import choose_for_serving, served_metrics
     from pipeline.tracking import mlflow_tracking_uri
 
@@ -130,6 +127,7 @@ def main() -> None:
     mlflow.set_tracking_uri(mlflow_tracking_uri(params.mlflow.tracking_uri, root))
     with tempfile.TemporaryDirectory(prefix="champion-") as staging:
         folder = download_pair_model(champion["model_uri"], Path(staging) / "model")
+        verify_files(folder, recorded_hashes(champion["registry_model"], champion["registry_version"]), champion["model_uri"])
         choice = choose_for_serving(folder, settings)
         test_metrics = served_metrics(folder, choice.runtime)
         labels = {**{key: champion[key] for key in ("registry_model", "registry_version", "alias")}, "runtime": choice.runtime}

@@ -119,19 +119,21 @@ def run_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
 
 
 def log_and_register(scorer, folder: Path, run_id: str, metrics: dict[str, float], model_name: str):
-    """Log the metrics and the model folder (pyfunc) to the best trial's run; register a new version."""
+    """Log the metrics and the model folder (pyfunc) to the best trial's run; register a new version tagged with
+    the SHA-256 of each of the folder's files (the package stage verifies them)."""
     import mlflow
     import pandas as pd
     from mlflow.models import infer_signature
 
-    from pipeline.registry import log_pair_model
+    from pipeline.registry import hashes_tag, log_pair_model
 
+    integrity = hashes_tag(folder)  # refuses pickle files before anything is logged
     example = pd.DataFrame(EXAMPLE_PAIRS, columns=["sentence1", "sentence2"])
     signature = infer_signature(example, scorer.score(EXAMPLE_PAIRS))
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(metrics)
         info = log_pair_model(folder, signature, example, {"similarity": asdict(scorer.settings)})
-    return mlflow.register_model(info.model_uri, model_name)
+    return mlflow.register_model(info.model_uri, model_name, tags=integrity)
 
 
 def apply_champion_rule(register, version: str, new_value: float, latency: dict[str, Any]):

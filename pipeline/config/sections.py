@@ -1,26 +1,12 @@
-"""params.yaml -> typed, validated objects (pydantic). The only module that reads params.yaml.
-
-Every section is a frozen pydantic model that rejects unknown keys and mistyped values (strict; an int
-passes for a float); a problem is one ConfigError line naming the key. The service and the package stage
-read `serve` through `load_serve_settings`, which adds the `KSTS_SERVE_<KEY>` environment overrides.
-"""
+"""The params sections as frozen pydantic models (strict, no unknown keys). Loaded by pipeline.config."""
 
 from __future__ import annotations
 
-import os
-import warnings
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline.errors import ConfigError, describe_errors
 from pipeline.heads import HEADS
-
-PARAMS_FILE = "params.yaml"
-SERVE_ENV_PREFIX = "KSTS_SERVE_"
 
 
 class Section(BaseModel):
@@ -161,6 +147,7 @@ class ServeSettings(Section):
     max_pairs_per_request: int = Field(ge=1)  # longer similarity_batch lists are refused with 400
     max_chars_per_sentence: int = Field(ge=1)  # longer sentences are refused with 400
     max_request_bytes: int = Field(ge=1)  # larger request bodies are refused with 413 before parsing
+    body_timeout_seconds: float = Field(gt=0)  # a body not received in full this long after the headers gets 408
     device: str | None  # null: CUDA when present, else CPU
     runtime: Literal["auto", "torch", "onnx", "onnx-int8"]  # pipeline.runtimes.RUNTIMES; auto: the fastest that passes the gate
     gate_tolerance: float = Field(ge=0)  # an optimized runtime's F1@3.0 and Pearson must stay this close to fp32's
@@ -171,80 +158,3 @@ class ServeSettings(Section):
     def model_tag(self) -> str:
         """The BentoML tag the service loads: `<model_name>:latest` unless model_name already names a version."""
         return self.model_name if ":" in self.model_name else f"{self.model_name}:latest"
-
-
-with warnings.catch_warnings():
-    # `register` also names ABCMeta.register on the class; the field still reads as params.register.
-    warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
-
-    class Params(Section):
-        """All of params.yaml."""
-
-        data: DataParams
-        preprocess: PreprocessParams
-        model: ModelParams
-        train: TrainParams
-        study: StudyParams
-        mlflow: MlflowParams
-        evaluate: EvaluateParams
-        register: RegisterParams
-        serve: ServeSettings
-
-        @model_validator(mode="after")
-        def _nli_needs_a_sentence_embedding_head(self) -> Params:
-            if self.train.nli_triplets != 0 and not HEADS[self.model.head].trains_on_triplets:
-                heads = [name for name, head in HEADS.items() if head.trains_on_triplets]
-                raise ValueError(f"train.nli_triplets needs model.head: {' or '.join(heads)} (it trains sentence embeddings)")
-            return self
-
-
-def parse_params(raw: Any) -> Params:
-    """Validate a params mapping (as loaded from YAML) into Params."""
-    try:
-        return Params.model_validate(raw)
-    except ValidationError as error:
-        raise ConfigError(describe_errors(Params, error)) from None
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise ConfigError(f"{path}: not found (run from the repository root)") from error
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
-
-
-def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    """Read and validate params.yaml."""
-    return parse_params(_read_yaml(Path(path)))
-
-
-def load_serve_settings(params_path: str | Path = PARAMS_FILE, environ: Mapping[str, str] | None = None) -> ServeSettings:
-    """The service's settings: params.yaml's `serve:` section, then the KSTS_SERVE_<KEY> environment overrides.
-
-    Only that section is validated, so a Bento's params.yaml needs no other. Environment values are strings
-    parsed to the field's type (true/false, integers; "null" for none); a bad one names its variable.
-    """
-    environ = os.environ if environ is None else environ
-    raw = _read_yaml(Path(params_path))
-    try:
-        settings = ServeSettings.model_validate(raw.get("serve") if isinstance(raw, dict) else None)
-    except ValidationError as error:
-        raise ConfigError(describe_errors(ServeSettings, error, "serve")) from None
-    overrides = {
-        name: None if raw_value.strip().lower() in {"null", "none"} else raw_value
-        for name in ServeSettings.model_fields
-        if (raw_value := environ.get(SERVE_ENV_PREFIX + name.upper())) is not None
-    }
-    try:
-        return ServeSettings.model_validate({**settings.model_dump(), **overrides}, strict=False)
-    except ValidationError as error:
-        names = ", ".join(f"{SERVE_ENV_PREFIX}{item['loc'][0]}".upper() for item in error.errors())
-        raise ConfigError(f"{names}: {describe_errors(ServeSettings, error, 'serve')}") from None
-
-
-def resolve_path(value: str, base: str | Path = ".") -> Path:
-    """A path from params, relative to the repository root (the working directory of every stage)."""
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (Path(base) / path).resolve()

@@ -1,0 +1,119 @@
+"""params.yaml -> typed, validated objects (pydantic). The only package that reads params.yaml
+(the sections: sections.py).
+
+Every section is a frozen pydantic model that rejects unknown keys and mistyped values (strict; an int
+passes for a float); a problem is one ConfigError line naming the key. The service and the package stage
+read `serve` through `load_serve_settings`, which adds the `KSTS_SERVE_<KEY>` environment overrides.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError, model_validator
+
+from pipeline.config.sections import (
+    DataParams,
+    EvaluateParams,
+    MlflowParams,
+    ModelParams,
+    PreprocessParams,
+    RegisterParams,
+    SearchSpace,
+    Section,
+    ServeSettings,
+    StudyParams,
+    TrainParams,
+)
+from pipeline.errors import ConfigError, describe_errors
+from pipeline.heads import HEADS
+
+PARAMS_FILE = "params.yaml"
+SERVE_ENV_PREFIX = "KSTS_SERVE_"
+__all__ = [  # the sections live in sections.py; the stages import them from here with the rest of the config
+    "PARAMS_FILE", "SERVE_ENV_PREFIX", "DataParams", "EvaluateParams", "MlflowParams", "ModelParams", "Params",
+    "PreprocessParams", "RegisterParams", "SearchSpace", "ServeSettings", "StudyParams", "TrainParams",
+    "load_params", "load_serve_settings", "parse_params", "resolve_path",
+]  # fmt: skip
+
+
+with warnings.catch_warnings():
+    # `register` also names ABCMeta.register on the class; the field still reads as params.register.
+    warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+    class Params(Section):
+        """All of params.yaml."""
+
+        data: DataParams
+        preprocess: PreprocessParams
+        model: ModelParams
+        train: TrainParams
+        study: StudyParams
+        mlflow: MlflowParams
+        evaluate: EvaluateParams
+        register: RegisterParams
+        serve: ServeSettings
+
+        @model_validator(mode="after")
+        def _nli_needs_a_sentence_embedding_head(self) -> Params:
+            if self.train.nli_triplets != 0 and not HEADS[self.model.head].trains_on_triplets:
+                heads = [name for name, head in HEADS.items() if head.trains_on_triplets]
+                raise ValueError(f"train.nli_triplets needs model.head: {' or '.join(heads)} (it trains sentence embeddings)")
+            return self
+
+
+def parse_params(raw: Any) -> Params:
+    """Validate a params mapping (as loaded from YAML) into Params."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(describe_errors(Params, error)) from None
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path}: not found (run from the repository root)") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml."""
+    return parse_params(_read_yaml(Path(path)))
+
+
+def load_serve_settings(params_path: str | Path = PARAMS_FILE, environ: Mapping[str, str] | None = None) -> ServeSettings:
+    """The service's settings: params.yaml's `serve:` section, then the KSTS_SERVE_<KEY> environment overrides.
+
+    Only that section is validated, so a Bento's params.yaml needs no other. Environment values are strings
+    parsed to the field's type (true/false, integers; "null" for none); a bad one names its variable.
+    """
+    environ = os.environ if environ is None else environ
+    raw = _read_yaml(Path(params_path))
+    try:
+        settings = ServeSettings.model_validate(raw.get("serve") if isinstance(raw, dict) else None)
+    except ValidationError as error:
+        raise ConfigError(describe_errors(ServeSettings, error, "serve")) from None
+    overrides = {
+        name: None if raw_value.strip().lower() in {"null", "none"} else raw_value
+        for name in ServeSettings.model_fields
+        if (raw_value := environ.get(SERVE_ENV_PREFIX + name.upper())) is not None
+    }
+    try:
+        return ServeSettings.model_validate({**settings.model_dump(), **overrides}, strict=False)
+    except ValidationError as error:
+        names = ", ".join(f"{SERVE_ENV_PREFIX}{item['loc'][0]}".upper() for item in error.errors())
+        raise ConfigError(f"{names}: {describe_errors(ServeSettings, error, 'serve')}") from None
+
+
+def resolve_path(value: str, base: str | Path = ".") -> Path:
+    """A path from params, relative to the repository root (the working directory of every stage)."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (Path(base) / path).resolve()
