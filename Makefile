@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := true
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup system-packages run test fuzz ui bench-train compare tracking-server worker clean
+.PHONY: setup system-packages run test fuzz crash-test learning-curve ui bench-train compare tracking-server worker clean
 
 setup: $(VENV)/.installed
 
@@ -26,8 +26,7 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	dvc repro
 	@echo
-	dvc metrics show
-	@echo "metrics: $(CURDIR)/reports/metrics.json  predictions: $(CURDIR)/reports/predictions.csv"
+	@python -m pipeline.results
 
 test: setup system-packages
 	ruff check .
@@ -36,6 +35,10 @@ test: setup system-packages
 # Release check: the schema fuzzer with many more examples per API and phase than the suite's 25 (docs/reliability.md).
 fuzz: setup
 	KSTS_FUZZ_EXAMPLES=$(or $(EXAMPLES),1000) pytest -q tests/test_service_hardening.py -k fuzzing
+
+# Release check: every stage of the tiny pipeline SIGKILLed at a random moment, for 3 seeds (the suite runs seed 0).
+crash-test: setup
+	KSTS_CRASH_SEEDS="$(or $(SEEDS),0 1 2)" pytest -s -q tests/test_pipeline_dvc.py -k killed_at_a_random_moment
 
 # The demo-page test drives headless Chromium (Debian packages); installed here when missing and root.
 system-packages:
@@ -56,6 +59,11 @@ bench-train: setup
 clean:
 	rm -rf data models reports
 
+# Default hyperparameters at 250-all training pairs beside the study's spread (reports/learning_curve.md, .png).
+learning-curve: setup
+	python -m pipeline.learning_curve
+	dvc plots show reports/learning_curve.csv -x train_pairs -y val_pearson -o reports/learning_curve_plots
+
 # One row per (model, head) from the registered runs in MLflow: run after `dvc exp run -S model.head=...`.
 compare: setup
 	python -m pipeline.compare
@@ -63,7 +71,7 @@ compare: setup
 
 # --- Serving (BentoML; docs/serving.md) ---------------------------------------------------------------
 BENTOML_HOME ?= $(CURDIR)/bentoml_home
-.PHONY: package serve bench-serve
+.PHONY: package serve bench-serve soak
 
 # The registry's champion into the BentoML store under $(BENTOML_HOME), then `bentoml build` (DVC stage package).
 package: setup
@@ -76,6 +84,10 @@ serve: setup
 # Load test over loopback: the service with and without batching vs a plain FastAPI app (bench/results/serve_load.json).
 bench-serve: setup
 	python bench/serve_load.py $(BENCH_ARGS)
+
+# 10 minutes at c=64 with 200 stalled clients on the packaged champion, RSS sampled (bench/results/soak.json).
+soak: setup
+	BENTOML_HOME=$(BENTOML_HOME) python bench/soak.py --home $(BENTOML_HOME) $(BENCH_ARGS)
 
 # Scale-out (docs/scale-out.md). A shared tracking server: MLFLOW_BACKEND is any SQLAlchemy
 # URL (postgresql://user:pass@db/mlflow on a cluster), ARTIFACTS a shared path or s3://bucket/prefix.

@@ -27,12 +27,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one process per work
 import bentoml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, StringConstraints
 from starlette.applications import Starlette
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.routing import Route
 
 from pipeline.config import SERVE_ENV_PREFIX, load_serve_settings
-from pipeline.metrics import MAX_SCORE, SIMILAR_AT
-from pipeline.paths import PAIR_FOLDER  # where the pair-model folder lies inside the BentoML model
+from pipeline.metrics import MAX_SCORE, SCORE_BUCKETS, SIMILAR_AT, TOKEN_BUCKETS
+from pipeline.paths import MODEL_CARD_FILE, PAIR_FOLDER  # where the pair-model folder lies inside the BentoML model
 from serving.contract import VISIBLE_TEXT, documented_spec
 from serving.guard import RequestGuard, content_security_policy
 
@@ -50,6 +50,7 @@ EXAMPLE_PAIR = {"sentence1": "오늘 날씨가 정말 좋네요.", "sentence2": 
 EXAMPLE_PAIRS = [EXAMPLE_PAIR, {"sentence1": "숙소 위치가 역에서 가까워요.", "sentence2": "이 정책은 내년부터 시행됩니다."}]
 API_KEY_VARIABLE = "KSTS_SERVE_API_KEY"  # set: every API needs Authorization: Bearer <key> (health and metrics stay open)
 MODEL_HEADERS: dict[str, str] = {}  # filled once the model is loaded; added to every response by RequestGuard
+MODEL_CARD: dict[str, str] = {}  # the packaged model's card (text), once loaded; GET /demo/model-card
 OVERLOADED = json.dumps(
     {"error": f"over capacity: this request would wait more than {SETTINGS.max_latency_ms} ms in the batch queue; retry later"}
 ).encode()
@@ -59,6 +60,13 @@ CACHE_LOOKUPS = bentoml.metrics.Counter(
     name="embedding_cache_lookups",
     documentation="Sentence-embedding cache lookups in this worker (bi head): hit = served from memory, miss = encoded",
     labelnames=["result"],
+)
+# What the service answers and reads, in the buckets of the analyze stage's test-split distributions (drift: docs/serving.md)
+PREDICTED_SCORES = bentoml.metrics.Histogram(
+    name="predicted_score", documentation="Similarity scores answered (0-5), one per pair", buckets=SCORE_BUCKETS
+)
+INPUT_TOKENS = bentoml.metrics.Histogram(
+    name="input_tokens", documentation="Tokens the model read per sentence (before truncation)", buckets=TOKEN_BUCKETS
 )
 STALLED_REQUESTS = bentoml.metrics.Counter(
     name="stalled_requests",
@@ -127,7 +135,14 @@ async def demo_page(_request) -> HTMLResponse:
     return HTMLResponse(DEMO_PAGE, headers={"Content-Security-Policy": DEMO_CSP})
 
 
-demo_app = Starlette(routes=[Route("/", demo_page)])
+async def model_card(_request) -> PlainTextResponse:
+    """The packaged model's card (Markdown, written by the register stage)."""
+    if "text" not in MODEL_CARD:
+        return PlainTextResponse("this model was packaged without a model card", status_code=404)
+    return PlainTextResponse(MODEL_CARD["text"], media_type="text/markdown; charset=utf-8")
+
+
+demo_app = Starlette(routes=[Route("/", demo_page), Route("/model-card", model_card)])
 
 
 @bentoml.asgi_app(demo_app, path="/demo", name="demo")
@@ -163,6 +178,9 @@ class KoreanSimilarity:
         MODEL_HEADERS.update(
             {"X-Model-Name": stored.tag.name, "X-Model-Version": str(stored.tag.version), "X-Model-Runtime": self.runtime}
         )
+        card = Path(stored.path_of(PAIR_FOLDER)) / MODEL_CARD_FILE
+        if card.is_file():
+            MODEL_CARD["text"] = card.read_text(encoding="utf-8")
         registry_version = stored.info.labels.get("registry_version")
         if registry_version:
             MODEL_HEADERS["X-Model-Registry-Version"] = registry_version
@@ -179,6 +197,10 @@ class KoreanSimilarity:
     def _score(self, pairs: list[Pair]) -> list[Similarity]:
         scores = self.scorer.score([(p.sentence1, p.sentence2) for p in pairs], batch_size=SETTINGS.forward_batch_size)
         self._count_cache_lookups()
+        for score in scores:
+            PREDICTED_SCORES.observe(float(score))
+        for tokens in self.scorer.sentence_tokens([text for p in pairs for text in (p.sentence1, p.sentence2)]):
+            INPUT_TOKENS.observe(tokens)
         return [to_result(score) for score in scores]
 
     def _count_cache_lookups(self) -> None:

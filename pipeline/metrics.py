@@ -9,6 +9,10 @@ from scipy import stats
 
 SIMILAR_AT = 3.0  # KLUE's binary label: "similar" when the 0-5 score is at least 3.0
 MAX_SCORE = 5.0  # scores run from 0 (unrelated) to 5 (same meaning)
+# Histogram buckets (upper bounds) of what the service answers and reads, on /metrics and in the analyze stage's
+# test-split distributions, so a deployment compares its traffic with the test split bucket by bucket.
+SCORE_BUCKETS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0)
+TOKEN_BUCKETS = (8, 12, 16, 24, 32, 48, 64, 96, 128, 256, 512)
 
 
 def f1_at(gold: np.ndarray, predicted: np.ndarray, threshold: float) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.digests import file_digest
 from pipeline.errors import PipelineError
 from pipeline.paths import PAIR_FOLDER, SETTINGS_FILE
 
@@ -73,20 +74,11 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 
 def file_hashes(folder: Path) -> dict[str, str]:
     """{relative path: SHA-256} of every file in folder, refusing pickle weights (we load safetensors only)."""
-    import hashlib
-
     files = sorted(path for path in folder.rglob("*") if path.is_file())
     pickles = [path.relative_to(folder).as_posix() for path in files if path.suffix.lower() in PICKLE_SUFFIXES]
     if pickles:
         raise PipelineError(f"{folder}: holds pickle files ({', '.join(pickles)}); a pair model is safetensors only")
-    hashes = {}
-    for path in files:
-        digest = hashlib.sha256()
-        with path.open("rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
-        hashes[path.relative_to(folder).as_posix()] = digest.hexdigest()
-    return hashes
+    return {path.relative_to(folder).as_posix(): file_digest(path) for path in files}
 
 
 def hashes_tag(folder: Path) -> dict[str, str]:

@@ -74,6 +74,11 @@ class PairScorer:
         """Raw scores -> what the model answers: calibrated when its calibration is applied, else unchanged."""
         return self.calibration.apply(raw) if self.calibration is not None and self.calibration.applied else raw
 
+    def sentence_tokens(self, sentences: Sequence[str]) -> list[int]:
+        """How many tokens the model reads for each sentence (normalized, prefixed, special tokens; untruncated)."""
+        texts = with_prefix([normalize_text(text, self.settings.hangul_only) for text in sentences], self.settings.prefix)
+        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]]
+
     def raw_scores(self, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> np.ndarray:
         """The model's own scores (5 x cosine or 5 x sigmoid) in input order; batches hold pairs of similar length."""
         hangul_only, prefix = self.settings.hangul_only, self.settings.prefix

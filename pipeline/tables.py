@@ -19,11 +19,16 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write text to path via a temporary file in the same folder and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer that was killed
+        stale.unlink(missing_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
         os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror, str(path)) from error  # name the output, not the temporary file
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
@@ -60,3 +65,15 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 def split_path(folder: str | Path, split: str) -> Path:
     """Where a split's table lives in a stage's output folder."""
     return Path(folder) / f"{split}.jsonl"
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A Markdown table of the given columns (floats to 3 decimals; pipes in text escaped)."""
+
+    def cell(value: Any) -> str:
+        text = f"{value:.3f}" if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(column, "")) for column in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

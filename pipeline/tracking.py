@@ -79,6 +79,18 @@ def params_hash(section: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
+def lineage_tags(root: Path) -> dict[str, str]:
+    """Which data and code made a run: the MD5 of each clean split (what DVC 3 records for a file), the commit,
+    a dirty flag."""
+    from pipeline.digests import file_digest
+    from pipeline.paths import CLEAN_DIR
+    from pipeline.tables import SPLITS, split_path
+
+    commit = git_commit(root)
+    tags = {f"data.{split}.md5": file_digest(root / split_path(CLEAN_DIR, split), "md5") for split in SPLITS}
+    return {**tags, "git.commit": commit.removesuffix("-dirty"), "git.dirty": str(commit.endswith("-dirty")).lower()}
+
+
 def git_commit(root: Path) -> str:
     """HEAD's commit, with '-dirty' when the work tree differs; 'unknown' outside git."""
     try:

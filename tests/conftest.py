@@ -59,6 +59,22 @@ def network_guard(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
 
 
+STORE_VARIABLES = ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE")
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_store_urls():
+    """mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI in os.environ: one test's store must not become the
+    store of the next test's subprocesses (a DVC run would log to another repository's database)."""
+    saved = {name: os.environ.get(name) for name in STORE_VARIABLES}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def mirror() -> Path:
     if not (MIRROR / "korsts" / "sts-train.tsv").is_file():

@@ -6,6 +6,8 @@ then bad source files.
 
 import json
 import os
+import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import OFFLINE_ENV, REPO, copy_repository
+from tests.support.crash import kill_stage, leftovers, registry_problems, summary
 from tests.support.toy_models import write_small_mirror
 
 
@@ -25,16 +28,18 @@ def _no_network_prefix() -> list[str]:
     return []
 
 
+def dvc_command(*args: str) -> list[str]:
+    return [*_no_network_prefix(), sys.executable, "-m", "dvc", *args]
+
+
+def dvc_env() -> dict[str, str]:
+    """The test's environment without store URLs (the pipeline under test uses its repository's stores), offline."""
+    env = {name: value for name, value in os.environ.items() if name not in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE")}
+    return {**env, **OFFLINE_ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **OFFLINE_ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(
-        [*_no_network_prefix(), sys.executable, "-m", "dvc", *args],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    return subprocess.run(dvc_command(*args), cwd=repo, env=dvc_env(), capture_output=True, text=True, timeout=900)
 
 
 def set_params(repo: Path, **changes) -> None:
@@ -63,7 +68,7 @@ def tiny_repo(repo_copy, small_mirror, tiny_bert):
     return tiny_params(repo_copy, small_mirror, tiny_bert)
 
 
-STAGES = ("download", "preprocess", "base", "tokenize", "train", "evaluate", "register", "package")
+STAGES = ("download", "preprocess", "base", "tokenize", "train", "evaluate", "analyze", "register", "package")
 DEFAULT_SEARCH = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))["study"]["search"]
 
 
@@ -102,6 +107,43 @@ def test_repro_runs_every_stage_and_writes_every_output(reproduced):
     assert shown.returncode == 0 and '"f1"' in shown.stdout
 
 
+def test_error_analysis_model_card_and_results_table_after_repro(reproduced):
+    repo, *_ = reproduced
+    analysis = repo / "reports/analysis"
+    assert {path.name for path in analysis.iterdir()} == {
+        "by_source.csv", "by_gold_band.csv", "by_length.csv", "worst_pairs.csv", "error_analysis.md", "summary.json",
+        "test_distributions.json",
+    }  # fmt: skip
+    worst = (analysis / "worst_pairs.csv").read_text(encoding="utf-8").splitlines()
+    assert len(worst) == 21 and worst[0] == "source,score,predicted,error,sentence1,sentence2"
+    bands = (analysis / "by_gold_band.csv").read_text(encoding="utf-8").splitlines()
+    assert sum(int(line.split(",")[1]) for line in bands[1:]) == 60  # every test pair in one gold band
+    plots = dvc(repo, "plots", "show", "--json")
+    assert plots.returncode == 0, plots.stderr
+    for name in ("by_gold_band", "by_length", "by_source"):
+        assert f"reports/analysis/{name}.csv" in plots.stdout, name
+    card = (repo / "reports/model_card.md").read_text(encoding="utf-8")
+    [packaged] = (repo / "bentoml_home/models").rglob("pair_model/model_card.md")
+    assert packaged.read_text(encoding="utf-8") == card and "v1" in card.splitlines()[0]
+    table = subprocess.run([sys.executable, "-m", "pipeline.results"], cwd=repo, env=dvc_env(), capture_output=True, text=True)
+    assert table.returncode == 0 and "chosen trial" in table.stdout and "served: korean_sts:" in table.stdout, table.stderr
+    assert len(table.stdout.splitlines()) <= 20
+
+
+def test_every_run_is_tagged_with_the_data_md5s_dvc_recorded(reproduced):
+    import mlflow
+
+    repo, *_ = reproduced
+    stages = yaml.safe_load((repo / "dvc.lock").read_text(encoding="utf-8"))["stages"]
+    recorded = {dep["path"]: dep["md5"] for stage in ("train", "evaluate") for dep in stages[stage]["deps"]}
+    lineage = {f"data.{split}.md5": recorded[f"data/clean/{split}.jsonl"] for split in ("train", "validation", "test")}
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert len(runs) >= 3  # the study's parent run and its trials
+    for run in runs:
+        assert {key: run.data.tags.get(key) for key in lineage} == lineage, run.info.run_name
+
+
 def test_a_second_repro_is_a_noop(reproduced):
     repo, *_ = reproduced
     lock = (repo / "dvc.lock").read_text(encoding="utf-8")
@@ -117,7 +159,7 @@ def test_a_param_change_reruns_only_the_stages_that_read_it(reproduced):
     third = dvc(repo, "repro")
     assert third.returncode == 0, third.stderr
     # register logs a new version (the champion stays), so package rebuilds the Bento around the same model
-    assert stages_run(third) == ["evaluate", "register", "package"]
+    assert stages_run(third) == ["evaluate", "analyze", "register", "package"]
     assert json.loads((repo / "reports/metrics.json").read_text(encoding="utf-8"))["threshold"] == 3.5
     register = json.loads((repo / "reports/register.json").read_text(encoding="utf-8"))
     assert register["version"] == "2" and register["champion_uri"] == "models:/korean-sts-similarity@champion"
@@ -137,6 +179,61 @@ def test_push_then_pull_brings_back_every_output(reproduced):
     assert (repo / "models/model/model.safetensors").read_bytes() == model_bytes
     status = dvc(repo, "status")
     assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
+
+
+CRASH_SEEDS = [int(seed) for seed in os.environ.get("KSTS_CRASH_SEEDS", "0").split()]  # `make crash-test`: 0 1 2
+FIRST_GUESS_S = 8.0  # a kill is drawn within this many seconds of the stage's start until its real duration is known
+
+
+@pytest.mark.parametrize("seed", CRASH_SEEDS)
+def test_a_stage_killed_at_a_random_moment_recovers_on_the_next_repro(reproduced, seed):
+    """Each stage in turn is forced to rerun and SIGKILLed at a random moment; a plain `dvc repro` must then
+    complete, leave DVC clean and no temporary file or staging folder, and a registry whose every version
+    downloads and whose champion loads and scores."""
+    repo, *_ = reproduced
+    rng = random.Random(seed)
+    kills = []
+    for stage in STAGES:
+        window = FIRST_GUESS_S
+        for _ in range(4):  # a kill drawn after the stage's end misses: draw again within its observed duration
+            forced = dvc_command("repro", "--force", "--single-item", stage)
+            kills.append(kill_stage(forced, repo, dvc_env(), stage, rng.uniform(0, window)))
+            if kills[-1].killed:
+                break
+            window = kills[-1].ran_s
+        assert kills[-1].killed and kills[-1].dvc_exit != 0, summary(kills)
+        recovered = dvc(repo, "repro")
+        assert recovered.returncode == 0, f"after killing {stage}: {recovered.stdout[-3000:]}{recovered.stderr[-3000:]}"
+        status = dvc(repo, "status")
+        assert "up to date" in status.stdout, f"after killing {stage}: {status.stdout}"
+        assert leftovers(repo) == [], f"after killing {stage}"
+        assert registry_problems(repo, "korean-sts-similarity") == [], f"after killing {stage}"
+    print(f"seed {seed}: {summary(kills)}")
+
+
+def test_a_full_disk_fails_the_stage_clearly_and_keeps_the_previous_outputs(reproduced):
+    """A file-size limit (as a full disk would) refuses preprocess's writes: one clear line, exit 2, outputs intact."""
+    repo, *_ = reproduced
+    before = {path: path.read_bytes() for path in (repo / "data/clean").iterdir()}
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.stages.preprocess"],
+        cwd=repo,
+        env=dvc_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=small_files,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.startswith("error: a file-size limit was hit while writing data/clean/"), done.stderr
+    assert "the previous outputs are kept" in done.stderr and "Traceback" not in done.stderr
+    assert {path: path.read_bytes() for path in (repo / "data/clean").iterdir()} == before
+    assert leftovers(repo) == []
+    assert "up to date" in dvc(repo, "status").stdout
 
 
 def test_bad_source_file_fails_the_stage_clearly_and_writes_nothing(tiny_repo, small_mirror):

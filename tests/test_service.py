@@ -27,7 +27,9 @@ from pipeline.config import load_serve_settings
 from pipeline.errors import ConfigError
 from pipeline.heads import save_pair_model
 from pipeline.heads.pair import load_sequence_classifier
+from pipeline.metrics import SCORE_BUCKETS, TOKEN_BUCKETS
 from pipeline.models import ModelSettings, load_tokenizer
+from pipeline.paths import MODEL_CARD_FILE
 from serving.ports import free_local_port
 from tests.conftest import OFFLINE_ENV, REPO, running_server
 
@@ -116,6 +118,7 @@ def make_champion_folder(tiny_bert, tmp_path_factory) -> Path:
     save_pair_model(model, tokenizer, ModelSettings(head="cross", base_model="tiny-bert", hangul_only=False), folder)
     # a calibration that keeps 3.0 in place (the verdicts) but moves every other score: the service must apply it
     Calibration([0.0, 3.0, 5.0], [0.5, 3.0, 4.8], True, "test: a fixed map").save(folder)
+    (folder / MODEL_CARD_FILE).write_text("# Model card: the tiny test champion\n\n한국어 문장 유사도\n", encoding="utf-8")
     return folder
 
 
@@ -147,13 +150,22 @@ def make_bento_store(champion_folder: Path, tmp_path_factory) -> dict[str, str]:
 
 @contextlib.contextmanager
 def bentoml_server(target: str, home: Path, env: dict[str, str]):
-    """`bentoml serve TARGET` on a free loopback port in its own process group; yields the base URL, then stops it by PID."""
+    """`bentoml serve TARGET` on a free loopback port in its own process group; yields the base URL, then stops it by PID.
+
+    Each server gets a BENTOML_HOME of its own that links the store's models and bentos: BentoML keeps its
+    Prometheus files in BENTOML_HOME and clears them when a server starts, so two servers on one home would
+    wipe each other's /metrics.
+    """
     port = free_local_port()
+    server_home = home / f"server-{port}"
+    server_home.mkdir()
+    for name in ("models", "bentos"):
+        (home / name).mkdir(exist_ok=True)
+        (server_home / name).symlink_to(home / name, target_is_directory=True)
     command = [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
-    with running_server(
-        f"bentoml serve {target}", command, f"{url}/readyz", home / f"serve-{port}.log", cwd=REPO, env=python_env(home, **env)
-    ):
+    log = home / f"serve-{port}.log"
+    with running_server(f"bentoml serve {target}", command, f"{url}/readyz", log, cwd=REPO, env=python_env(server_home, **env)):
         yield url
 
 
@@ -493,3 +505,35 @@ def test_with_an_api_key_the_apis_need_it_and_health_and_metrics_stay_open(bento
         assert allowed.status_code == 200 and 0 <= allowed.json()["score"] <= 5
         for path in ("/healthz", "/readyz", "/metrics", "/demo/"):
             assert httpx.get(f"{url}{path}", timeout=30).status_code == 200, path
+
+
+def histogram(url: str, name: str) -> dict[str, float]:
+    """A /metrics histogram's series (bucket bounds, count), summed over workers."""
+    series: dict[str, float] = {}
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith(f"{name}_bucket{{") or line.startswith(f"{name}_count"):
+            key = line.split('le="')[1].split('"')[0] if "_bucket{" in line else "count"
+            series[key] = series.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return series
+
+
+def test_metrics_show_the_answered_scores_and_input_tokens_in_the_analysis_buckets(served, offline_scores):
+    before_scores, before_tokens = histogram(served, "predicted_score"), histogram(served, "input_tokens")
+    response = post(served, "/similarity_batch", {"pairs": [pair_body(pair) for pair in PAIRS[:3]]})
+    assert response.status_code == 200
+    scores, tokens = histogram(served, "predicted_score"), histogram(served, "input_tokens")
+    assert scores["count"] - before_scores.get("count", 0) == 3 and tokens["count"] - before_tokens.get("count", 0) == 6
+    assert set(map(float, SCORE_BUCKETS)) <= {float(key) for key in scores if key != "count"}
+    assert set(map(float, TOKEN_BUCKETS)) <= {float(key) for key in tokens if key != "count"}
+    for bound in SCORE_BUCKETS:  # each answered score lands in its bucket
+        key = next(key for key in scores if key != "count" and float(key) == bound)
+        added = scores[key] - before_scores.get(key, 0)
+        assert added == sum(score <= bound for score in offline_scores[:3]), bound
+
+
+def test_the_demo_page_links_the_model_card(served):
+    page = httpx.get(f"{served}/demo/", timeout=30)
+    assert 'href="model-card"' in page.text
+    card = httpx.get(f"{served}/demo/model-card", timeout=30)
+    assert card.status_code == 200 and card.headers["content-type"].startswith("text/markdown")
+    assert card.text.startswith("# Model card: the tiny test champion") and "한국어" in card.text

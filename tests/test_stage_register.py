@@ -7,7 +7,7 @@ import pytest
 
 from pipeline import compare
 from pipeline.scoring import PairScorer
-from pipeline.stages import evaluate, register, train
+from pipeline.stages import analyze, evaluate, register, train
 from pipeline.stages.register import decide_champion
 from tests.support.stores import set_study
 
@@ -19,6 +19,7 @@ def test_register_sets_the_champion_alias_and_loads_it_back(stage_repo):
     set_study(stage_repo, n_trials=1)
     train.main()
     evaluate.main()
+    analyze.main()
     register.main()
     first = json.loads((stage_repo / "reports/register.json").read_text(encoding="utf-8"))
     assert first["version"] == "1" and first["champion_version"] == "1" and first["decision"]["promote"]
@@ -40,6 +41,13 @@ def test_register_sets_the_champion_alias_and_loads_it_back(stage_repo):
     assert pyfunc.metadata.metadata["similarity"]["head"] == local.settings.head
     best_run = client.get_run(first["run_id"])
     assert "test_f1" in best_run.data.metrics and best_run.data.tags["registered_version"] == "1"
+    # the model card: the version's description, an artifact of its run beside the error analysis
+    card = (stage_repo / "reports/model_card.md").read_text(encoding="utf-8")
+    assert card.startswith("# Model card: korean-sts-similarity v1") and "dvc repro" in card
+    assert client.get_model_version("korean-sts-similarity", "1").description == card
+    logged = {item.path for item in client.list_artifacts(first["run_id"], "error_analysis")}
+    assert "error_analysis/error_analysis.md" in logged
+    assert mlflow.artifacts.load_text(f"runs:/{first['run_id']}/model_card/v1/model_card.md") == card
 
     register.main()  # the same model again: equal, not better, so the alias stays
     second = json.loads((stage_repo / "reports/register.json").read_text(encoding="utf-8"))
@@ -70,6 +78,7 @@ def test_a_model_over_the_latency_budget_is_registered_but_not_made_champion(sta
     (stage_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     train.main()
     evaluate.main()
+    analyze.main()
     register.main()
     report = json.loads((stage_repo / "reports/register.json").read_text(encoding="utf-8"))
     assert report["champion_version"] is None and not report["decision"]["promote"]
@@ -105,6 +114,7 @@ def test_package_verifies_the_recorded_file_hashes_and_refuses_pickles(stage_rep
     set_study(stage_repo, n_trials=1)
     train.main()
     evaluate.main()
+    analyze.main()
     pickle = stage_repo / "models/model/pytorch_model.bin"
     pickle.write_bytes(b"\x80\x04N.")
     with pytest.raises(PipelineError, match=r"pickle files \(pytorch_model.bin\)"):

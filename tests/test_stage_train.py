@@ -1,6 +1,7 @@
 """The train stage end to end on a tiny model: the Optuna study as nested MLflow runs, resumption, pruning,
 killed trials, parallel workers (SQLite and PostgreSQL), data-parallel trials, broken stores."""
 
+import hashlib
 import json
 import os
 
@@ -12,8 +13,10 @@ import yaml
 from pipeline.config import load_params
 from pipeline.errors import PipelineError
 from pipeline.scoring import PairScorer
-from pipeline.stages import evaluate, register, train
-from pipeline.study.space import pick_best_trial, study_config_hash
+from pipeline.stages import analyze, evaluate, register, train
+from pipeline.study.runner import study_name_and_tags
+from pipeline.study.space import pick_best_trial
+from pipeline.tables import SPLITS
 from pipeline.tracking import StoreError, optuna_storage_url
 from tests.conftest import REPO, running_server
 from tests.support.stores import runs_of, set_study
@@ -35,6 +38,11 @@ def test_study_trials_are_nested_runs_and_the_best_model_is_kept(stage_repo):
         assert child.data.tags["optuna.state"] == "COMPLETE" and child.info.status == "FINISHED"
         assert child.data.tags["dvc_params_hash"] == parents[0].data.tags["dvc_params_hash"]
         assert "git_commit" in child.data.tags and "val_pearson" in child.data.metrics
+    clean = stage_repo / "data/clean"
+    lineage = {f"data.{split}.md5": hashlib.md5((clean / f"{split}.jsonl").read_bytes()).hexdigest() for split in SPLITS}
+    for run in (*parents, *children):  # every run says which data trained it, and from which commit
+        assert {key: run.data.tags.get(key) for key in lineage} == lineage
+        assert run.data.tags["git.dirty"] in {"true", "false"} and "git.commit" in run.data.tags
     assert parents[0].data.tags["best_trial"] == str(report["best_trial"])
     import mlflow
 
@@ -73,7 +81,7 @@ def test_a_pruned_trial_is_tagged_and_ended_as_killed(stage_repo):
     """A median pruner that has seen a far better first trial prunes the next trial after its first epoch."""
     set_study(stage_repo, n_trials=2, pruner="median")
     params = load_params()
-    name = f"{params.study.name}-{study_config_hash(params)}"
+    name, _ = study_name_and_tags(params, stage_repo)
     storage = optuna_storage_url(None, stage_repo)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     study.add_trial(
@@ -137,7 +145,7 @@ def test_a_train_stage_killed_mid_trial_resumes_and_retries_that_trial(stage_rep
     slower["study"]["search"]["epochs"] = [3, 3]
     (stage_repo / "params.yaml").write_text(yaml.safe_dump(slower, sort_keys=False), encoding="utf-8")
     params = load_params()
-    name = f"{params.study.name}-{study_config_hash(params)}"
+    name, _ = study_name_and_tags(params, stage_repo)
     database = stage_repo / "studies/optuna.db"
     storage = f"sqlite:///{database}"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -247,6 +255,7 @@ def test_workers_and_the_registry_share_a_tracking_server_on_postgresql(stage_re
     set_study(stage_repo, n_trials=2, workers=2, name="on-server")  # a study of its own in the session's PostgreSQL
     train.main()
     evaluate.main()
+    analyze.main()
     register.main()
 
     mlflow.set_tracking_uri(url)
@@ -311,7 +320,7 @@ def test_a_worker_killed_mid_trial_is_picked_up_by_the_other(stage_repo):
     assert stage.wait(timeout=300) == 0
 
     params = load_params()
-    name = f"{params.study.name}-{study_config_hash(params)}"
+    name, _ = study_name_and_tags(params, stage_repo)
     trials = optuna.load_study(study_name=name, storage=f"sqlite:///{database}").get_trials()
     killed = trials[victim[0]]
     assert killed.state.name == "FAIL"

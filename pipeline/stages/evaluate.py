@@ -30,8 +30,9 @@ def evaluation_report(records: list[dict[str, Any]], predicted: np.ndarray, thre
     }
 
 
-def predictions_table(records: list[dict[str, Any]], predicted: np.ndarray, threshold: float):
-    """One row per pair for error analysis and the DVC plots (scatter and confusion at the threshold)."""
+def predictions_table(records: list[dict[str, Any]], predicted: np.ndarray, threshold: float, tokens: tuple[list, list]):
+    """One row per pair for error analysis and the DVC plots (scatter and confusion at the threshold); tokens: how
+    many tokens the model read for sentence 1 and sentence 2."""
     import pandas as pd
 
     table = pd.DataFrame(
@@ -47,6 +48,7 @@ def predictions_table(records: list[dict[str, Any]], predicted: np.ndarray, thre
     table["binary"] = np.where(table["score"] >= threshold, "similar", "not similar")
     table["predicted_binary"] = np.where(table["predicted"] >= threshold, "similar", "not similar")
     table["abs_error"] = (table["predicted"] - table["score"]).abs().round(4)
+    table["tokens1"], table["tokens2"] = tokens
     return table
 
 
@@ -93,7 +95,8 @@ def main() -> None:
         "device": scorer.device,
         "batch_size": params.batch_size,
     }
-    atomic_write_text(PREDICTIONS, predictions_table(records, predicted, params.threshold).to_csv(index=False))
+    tokens = (scorer.sentence_tokens([a for a, _ in pairs]), scorer.sentence_tokens([b for _, b in pairs]))
+    atomic_write_text(PREDICTIONS, predictions_table(records, predicted, params.threshold, tokens).to_csv(index=False))
     write_json(METRICS, report)
     headline = report["test"]
     print(

@@ -25,7 +25,7 @@ from typing import Any
 from pipeline.config import load_params, load_serve_settings
 from pipeline.errors import PipelineError, run_stage
 from pipeline.models import ModelSettings
-from pipeline.paths import BENTOFILE, BENTOML_HOME_DIR, PACKAGE_REPORT, PAIR_FOLDER, REGISTER_REPORT
+from pipeline.paths import BENTOFILE, BENTOML_HOME_DIR, MODEL_CARD_FILE, PACKAGE_REPORT, PAIR_FOLDER, REGISTER_REPORT
 from pipeline.tables import write_json
 
 CONTENT_LABEL = "content_sha256"
@@ -112,6 +112,23 @@ def champion_from_report(path: Path = REGISTER_REPORT) -> dict[str, str]:
     }
 
 
+def write_model_card(champion: dict[str, str], path: Path) -> None:
+    """The champion's model card (an artifact of its run, written by register) to path, which the Bento ships."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    run_id = MlflowClient().get_model_version(champion["registry_model"], champion["registry_version"]).run_id
+    from pipeline.model_card import card_artifact_folder
+
+    artifact = f"{card_artifact_folder(champion['registry_version'])}/{MODEL_CARD_FILE}"
+    try:
+        with tempfile.TemporaryDirectory() as staging:
+            shutil.copy(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=staging), path)
+    except MlflowException as error:
+        raise PipelineError(f"{champion['model_uri']}: no {artifact} in run {run_id}: rerun register") from error
+
+
 def main() -> None:
     import mlflow
 
@@ -128,6 +145,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="champion-") as staging:
         folder = download_pair_model(champion["model_uri"], Path(staging) / "model")
         verify_files(folder, recorded_hashes(champion["registry_model"], champion["registry_version"]), champion["model_uri"])
+        write_model_card(champion, folder / MODEL_CARD_FILE)
         choice = choose_for_serving(folder, settings)
         test_metrics = served_metrics(folder, choice.runtime)
         labels = {**{key: champion[key] for key in ("registry_model", "registry_version", "alias")}, "runtime": choice.runtime}

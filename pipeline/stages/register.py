@@ -10,8 +10,18 @@ from typing import Any
 
 from pipeline.config import load_params, load_serve_settings
 from pipeline.errors import PipelineError, run_stage
-from pipeline.paths import METRICS, MODEL_DIR, REGISTER_REPORT, STUDY_REPORT
-from pipeline.tables import write_json
+from pipeline.paths import (
+    ANALYSIS_DIR,
+    ANALYSIS_SUMMARY,
+    BASE_DIR,
+    METRICS,
+    MODEL_CARD,
+    MODEL_DIR,
+    REGISTER_REPORT,
+    SOURCE_RECORD,
+    STUDY_REPORT,
+)
+from pipeline.tables import atomic_write_text, write_json
 
 METRIC_TAG = "test_{metric}"
 EXAMPLE_PAIRS = [
@@ -36,24 +46,12 @@ def decide_champion(new_value: float, current_version: str | None, current_value
     if current_version is None:
         return ChampionDecision(True, "first registration: no champion yet", new_value, None, None)
     if current_value is None:
-        return ChampionDecision(
-            True, f"champion v{current_version} has no recorded test metric", new_value, current_version, None
-        )
-    if new_value > current_value:
-        return ChampionDecision(
-            True,
-            f"beats champion v{current_version}: {new_value:.4f} > {current_value:.4f}",
-            new_value,
-            current_version,
-            current_value,
-        )
-    return ChampionDecision(
-        False,
-        f"does not beat champion v{current_version}: {new_value:.4f} <= {current_value:.4f}",
-        new_value,
-        current_version,
-        current_value,
-    )
+        reason = f"champion v{current_version} has no recorded test metric"
+        return ChampionDecision(True, reason, new_value, current_version, None)
+    better = new_value > current_value
+    verdict = "beats" if better else "does not beat"
+    reason = f"{verdict} champion v{current_version}: {new_value:.4f} {'>' if better else '<='} {current_value:.4f}"
+    return ChampionDecision(better, reason, new_value, current_version, current_value)
 
 
 def within_latency_budget(decision: ChampionDecision, p95_ms: float, budget_ms: float | None) -> ChampionDecision:
@@ -157,6 +155,42 @@ def apply_champion_rule(register, version: str, new_value: float, latency: dict[
     return decision, current_version
 
 
+def publish_model_card(params, version: str, settings, study: dict[str, Any], evaluation: dict[str, Any]) -> str:
+    """Write the version's model card: reports/model_card.md, the version's description, an artifact of its run
+    (beside the error analysis)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from pipeline.model_card import CardFacts, base_licence, card_artifact_folder, model_card, registry_description
+    from pipeline.tracking import lineage_tags
+
+    lineage = lineage_tags(Path.cwd())
+    facts = CardFacts(
+        model_name=params.register.model_name,
+        version=version,
+        base_model=settings.base_model,
+        base_licence=base_licence(BASE_DIR, json.loads(SOURCE_RECORD.read_text(encoding="utf-8"))),
+        head=settings.head,
+        data_source=params.data.source,
+        korsts_added=params.data.hub_add_korsts,
+        nli_triplets=params.train.nli_triplets,
+        train_params=study["best_params"],
+        validation=study["validation"],
+        test=evaluation,
+        highlights=json.loads(ANALYSIS_SUMMARY.read_text(encoding="utf-8"))["highlights"],
+        commit=lineage["git.commit"],
+        dirty=lineage["git.dirty"] == "true",
+        lineage={key: value for key, value in lineage.items() if key.startswith("data.")},
+    )
+    card = model_card(facts)
+    atomic_write_text(MODEL_CARD, card)
+    MlflowClient().update_model_version(params.register.model_name, version, description=registry_description(card))
+    with mlflow.start_run(run_id=study["best_run_id"]):
+        mlflow.log_artifact(str(MODEL_CARD), artifact_path=card_artifact_folder(version))
+        mlflow.log_artifacts(str(ANALYSIS_DIR), artifact_path="error_analysis")
+    return card
+
+
 def main() -> None:
     import mlflow
 
@@ -182,6 +216,7 @@ def main() -> None:
         params.register.model_name,
     )
     version = str(registered.version)  # MLflow 3 returns an int
+    publish_model_card(params, version, scorer.settings, study, evaluation)
     decision, current_version = apply_champion_rule(params.register, version, float(test_metrics[metric]), latency)
     with mlflow.start_run(run_id=study["best_run_id"]):
         mlflow.set_tags({"champion.decision": decision.reason, "registered_version": version})

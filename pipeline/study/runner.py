@@ -37,12 +37,15 @@ class StudyHandles:
 
 
 def study_name_and_tags(params: Params, root: Path) -> tuple[str, dict[str, str]]:
-    """The stored study's name (<study.name>-<config hash>) and the tags of its MLflow runs."""
-    from pipeline.tracking import git_commit
+    """The stored study's name (<study.name>-<config hash>) and the tags of its MLflow runs (parent and trials):
+    the study, the params hash and the data lineage (pipeline.tracking.lineage_tags)."""
+    from pipeline.tracking import git_commit, lineage_tags
 
-    config_hash = study_config_hash(params)
+    lineage = lineage_tags(root)
+    config_hash = study_config_hash(params, {key: lineage[key] for key in ("data.train.md5", "data.validation.md5")})
     study_name = f"{params.study.name}-{config_hash}"
-    return study_name, {storage.STUDY_NAME_TAG: study_name, "git_commit": git_commit(root), "dvc_params_hash": config_hash}
+    tags = {storage.STUDY_NAME_TAG: study_name, "git_commit": git_commit(root), "dvc_params_hash": config_hash}
+    return study_name, {**tags, **lineage}
 
 
 def nli_triplets(wanted: int | None):

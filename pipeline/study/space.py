@@ -23,8 +23,9 @@ class TrialSetup:
     model_name: str
 
 
-def study_config_hash(params: Params) -> str:
-    """The hash of every param that changes what a trial computes: a new hash starts a new study."""
+def study_config_hash(params: Params, data_md5: dict[str, str]) -> str:
+    """The hash of every param and data file that changes what a trial computes: a new hash starts a new study
+    (data_md5: the MD5s of the splits the trials read, so new data never resumes a study of the old)."""
     from pipeline.tracking import params_hash
 
     def section(name: str) -> dict[str, Any]:
@@ -37,6 +38,7 @@ def study_config_hash(params: Params) -> str:
             "train": section("train"),
             "study": section("study"),
             "hangul_only": params.preprocess.hangul_only,
+            "data": data_md5,
         }
     )
 
