@@ -89,7 +89,7 @@ def model_card(facts: CardFacts) -> str:
         f"# Model card: {facts.model_name} v{facts.version}",
         "",
         f"Korean sentence similarity: two sentences in, a score from 0 (unrelated) to 5 (same meaning) out; "
-        f"'similar' when the score is at least {threshold:g}.",
+        f"'similar' when the score is at least {threshold:.1f}.",
         "",
         "## Model",
         f"- base model: `{facts.base_model}` (licence: {facts.base_licence})",
@@ -101,7 +101,7 @@ def model_card(facts: CardFacts) -> str:
         "Data MD5s as DVC records them: " + ", ".join(f"{key.split('.')[1]} `{value}`" for key, value in facts.lineage.items()),
         "",
         "## Quality",
-        f"Test split (F1 of the 'similar' verdict at {threshold:g}, correlations with the gold scores, MSE):",
+        f"Test split (F1 of the 'similar' verdict at {threshold:.1f}, correlations with the gold scores, MSE):",
         "",
         markdown_table(_metrics_rows(facts.test), ["pairs on", "f1", "pearson", "spearman", "mse", "pairs"]),
         "Validation (the chosen trial): " + ", ".join(f"{key} {value:.4f}" for key, value in facts.validation.items()),

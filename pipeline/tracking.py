@@ -92,12 +92,18 @@ def lineage_tags(root: Path) -> dict[str, str]:
 
 
 def git_commit(root: Path) -> str:
-    """HEAD's commit, with '-dirty' when the work tree differs; 'unknown' outside git."""
+    """HEAD's commit, with '-dirty' when a tracked file differs; 'unknown' outside git.
+
+    dvc.lock does not count: `dvc repro` rewrites it after every stage, so it always differs mid-run.
+    """
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock"],
+            cwd=root,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return commit + ("-dirty" if dirty else "")
+    return commit + ("-dirty" if changed else "")

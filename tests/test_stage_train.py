@@ -371,3 +371,24 @@ def test_bad_worker_arguments_exit_with_usage_and_touch_no_store(stage_repo, arg
         train.main(argv)
     assert stopped.value.code == 2 and "usage: python -m pipeline.stages.train" in capsys.readouterr().err
     assert not (stage_repo / "studies/optuna.db").exists() and not (stage_repo / "mlflow.db").exists()
+
+
+def test_a_run_is_dirty_when_a_tracked_file_changed_but_not_for_dvc_lock(tmp_path):
+    import subprocess
+
+    from pipeline.tracking import git_commit
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    for name in ("dvc.lock", "params.yaml"):
+        (tmp_path / name).write_text("a\n", encoding="utf-8")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "x")
+    clean = git_commit(tmp_path)
+    assert len(clean) == 40
+    (tmp_path / "dvc.lock").write_text("b\n", encoding="utf-8")  # what `dvc repro` does after each stage
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "params.yaml").write_text("b\n", encoding="utf-8")
+    assert git_commit(tmp_path) == f"{clean}-dirty"
