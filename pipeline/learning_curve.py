@@ -91,6 +91,8 @@ def plot(points: list[dict[str, Any]], spread: dict[str, Any], path: Path) -> No
         for bound, style in (("best", "--"), ("worst", ":")):
             axis.axhline(spread[name][bound], linestyle=style, color="grey", label=f"study's {bound} trial")
         axis.set(xscale="log", xlabel="training pairs", ylabel=f"validation {name}", title=f"validation {name}")
+        axis.set_xticks(sizes, [str(size) for size in sizes])
+        axis.minorticks_off()
         axis.legend(fontsize=8)
     figure.tight_layout()
     partial = path.with_name(f".{path.name}.partial.png")
