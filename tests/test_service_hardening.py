@@ -28,7 +28,7 @@ def run_schemathesis(url: str, examples: int) -> subprocess.CompletedProcess:
     """Schemathesis' CLI over the live OpenAPI document: every phase (examples, coverage, fuzzing) and every
     check (no 5xx, documented statuses, bodies and headers as documented, valid data accepted, invalid refused)."""
     command = [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/docs.json", "--max-examples", str(examples)]
-    return subprocess.run([*command, "--no-color"], capture_output=True, text=True, timeout=600)
+    return subprocess.run([*command, "--no-color"], capture_output=True, text=True, timeout=120 + 3 * examples)
 
 
 def test_every_api_survives_schema_fuzzing(served):  # noqa: F811
