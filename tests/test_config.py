@@ -22,10 +22,31 @@ def test_default_params_load_into_typed_sections():
 
 
 def test_nli_triplets_need_the_bi_head(raw):
+    """Rules that only the heads know are checked where the heads live (config is a pure schema)."""
+    from pipeline.heads import check_head_params
+
     raw["train"]["nli_triplets"] = 100
     raw["model"]["head"] = "cross"
+    params = parse_params(raw)
     with pytest.raises(ConfigError, match=r"nli_triplets needs model\.head: bi"):
-        parse_params(raw)
+        check_head_params(params.model, params.train)
+
+
+def test_an_unknown_head_is_named_with_the_choices(raw):
+    from pipeline.heads import check_head_params
+
+    raw["model"]["head"] = "siamese"
+    params = parse_params(raw)
+    with pytest.raises(ConfigError, match=r"model\.head: 'siamese' is not a head; choose one of cross, mlp, bi"):
+        check_head_params(params.model, params.train)
+
+
+def test_config_imports_no_head_stage_or_model_code():
+    from tests.support.imports import import_closure
+
+    closure = {path.as_posix() for path in import_closure(REPO, ["pipeline.config"])}
+    schema = {"pipeline/__init__.py", "pipeline/config/__init__.py", "pipeline/config/sections.py", "pipeline/errors.py"}
+    assert closure <= schema, closure
 
 
 def test_int_is_accepted_where_a_float_is_expected(raw):
@@ -50,7 +71,7 @@ def test_int_is_accepted_where_a_float_is_expected(raw):
         ("study", "storage", 5, "valid string"),
         ("register", "metric", "mse", "Input should be '"),
         ("mlflow", "experiment", None, "valid string"),
-        ("model", "head", "siamese", "Input should be '"),
+        ("model", "head", "", "head"),
         ("model", "pooling", "max", "Input should be '"),
         ("model", "mlp_hidden", 0, "mlp_hidden"),
         ("model", "mlp_dropout", 1.0, "mlp_dropout"),

@@ -1,5 +1,6 @@
 """params.yaml -> typed, validated objects (pydantic). The only package that reads params.yaml
-(the sections: sections.py).
+(the sections: sections.py). A pure schema: it imports no stage, head or model code, so a stage's DVC deps
+do not grow with the heads; names that only the heads know (`model.head`) are checked in pipeline.heads.
 
 Every section is a frozen pydantic model that rejects unknown keys and mistyped values (strict; an int
 passes for a float); a problem is one ConfigError line naming the key. The service and the package stage
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError, model_validator
+from pydantic import ValidationError
 
 from pipeline.config.sections import (
     DataParams,
@@ -32,7 +33,6 @@ from pipeline.config.sections import (
     TrainParams,
 )
 from pipeline.errors import ConfigError, describe_errors
-from pipeline.heads import HEADS
 
 PARAMS_FILE = "params.yaml"
 SERVE_ENV_PREFIX = "KSTS_SERVE_"
@@ -60,13 +60,6 @@ with warnings.catch_warnings():
         register: RegisterParams
         serve: ServeSettings
         learning_curve: LearningCurveParams
-
-        @model_validator(mode="after")
-        def _nli_needs_a_sentence_embedding_head(self) -> Params:
-            if self.train.nli_triplets != 0 and not HEADS[self.model.head].trains_on_triplets:
-                heads = [name for name, head in HEADS.items() if head.trains_on_triplets]
-                raise ValueError(f"train.nli_triplets needs model.head: {' or '.join(heads)} (it trains sentence embeddings)")
-            return self
 
 
 def parse_params(raw: Any) -> Params:

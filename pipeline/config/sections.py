@@ -6,8 +6,6 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline.heads import HEADS
-
 
 class Section(BaseModel):
     """A params section: frozen, no unknown keys, no silent type coercion."""
@@ -44,7 +42,7 @@ class ModelParams(Section):
     revision: str | None  # hub ids only: a branch, tag or commit (null: main); the resolved commit is recorded
     prefix: str  # prepended to every sentence in training and scoring (e5: "query: "; empty for most encoders)
     max_length: int = Field(ge=8)
-    head: Literal[tuple(HEADS)]  # the heads pipeline.heads registers: adding one there allows it here
+    head: str = Field(min_length=1)  # a name in pipeline.heads.HEADS, checked there (pipeline.heads.check_head_params)
     pooling: Literal["mean", "cls"]  # mlp and bi heads; a sentence-transformers folder keeps its own pooling
     mlp_hidden: int = Field(ge=1)
     mlp_dropout: float = Field(ge=0, lt=1)
@@ -123,6 +121,9 @@ class RegisterParams(Section):
     model_name: str
     alias: str
     metric: Literal["f1", "pearson", "spearman"]
+    confidence: float = Field(gt=0.5, lt=1)  # the paired bootstrap's interval of challenger - champion must lie above 0
+    bootstrap_samples: int = Field(ge=100)
+    promote_experiments: bool  # a `dvc exp run` (DVC_EXP_NAME set) may move the alias
     max_p95_ms: float | None = Field(gt=0)  # latency budget for one pair (packaged runtime, one worker); null: off
 
 
@@ -156,7 +157,7 @@ class ServeSettings(Section):
     body_timeout_seconds: float = Field(gt=0)  # a body not received in full this long after the headers gets 408
     device: str | None  # null: CUDA when present, else CPU
     runtime: Literal["auto", "torch", "onnx", "onnx-int8"]  # pipeline.runtimes.RUNTIMES; auto: the fastest that passes the gate
-    gate_tolerance: float = Field(ge=0)  # an optimized runtime's F1@3.0 and Pearson must stay this close to fp32's
+    gate_tolerance: float = Field(ge=0)  # an optimized runtime's F1 (model's threshold) and Pearson stay this close to fp32's
     gate_max_shift: float = Field(ge=0)  # ... and no validation pair's score may move by more than this
     embedding_cache_size: int = Field(ge=0)  # bi head: sentences whose embeddings a worker keeps (LRU); 0: off
 

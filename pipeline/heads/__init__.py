@@ -11,23 +11,46 @@ nothing outside this package branches on a head's name. Adding a head: a module 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from pipeline.errors import ConfigError
 from pipeline.heads.base import Head, LoadedModel, TrainingJob, TrainingPairs
 from pipeline.heads.bi import BiHead
 from pipeline.heads.cross import CrossHead
 from pipeline.heads.mlp import MlpHead
-from pipeline.models import ModelSettings, replace_folder
+from pipeline.models import ModelSettings
+from pipeline.swap import replace_folder
+
+if TYPE_CHECKING:
+    from pipeline.config import ModelParams, TrainParams
 
 HEADS: dict[str, Head] = {"cross": CrossHead(), "mlp": MlpHead(), "bi": BiHead()}
 
-__all__ = ["HEADS", "Head", "LoadedModel", "TrainingJob", "TrainingPairs", "save_pair_model"]
+__all__ = ["HEADS", "Head", "LoadedModel", "TrainingJob", "TrainingPairs", "check_head_params", "head_named", "save_pair_model"]
+
+
+def head_named(name: str) -> Head:
+    """The head registered as `name` (model.head, or a saved model's settings); a one-line ConfigError otherwise."""
+    try:
+        return HEADS[name]
+    except KeyError:
+        raise ConfigError(f"model.head: {name!r} is not a head; choose one of {', '.join(HEADS)}") from None
+
+
+def check_head_params(model: ModelParams, train: TrainParams) -> Head:
+    """The params rules only the heads know: model.head names a head, and NLI triplets need one that trains on them."""
+    head = head_named(model.head)
+    if train.nli_triplets != 0 and not head.trains_on_triplets:
+        heads = [name for name, candidate in HEADS.items() if candidate.trains_on_triplets]
+        raise ConfigError(f"train.nli_triplets needs model.head: {' or '.join(heads)} (it trains sentence embeddings)")
+    return head
 
 
 def save_pair_model(model, tokenizer, settings: ModelSettings, folder: Path) -> None:
     """The head's own save (safetensors + tokenizer) plus the settings scoring needs, swapped in atomically."""
 
     def fill(staging: Path) -> None:
-        HEADS[settings.head].save(model, tokenizer, staging)
+        head_named(settings.head).save(model, tokenizer, staging)
         settings.save(staging)
 
     replace_folder(folder, fill)
