@@ -6,10 +6,11 @@
 APIs (POST, JSON): /similarity (one pair, one forward pass) and /similarity_batch (1-64 pairs; adaptive
 batching: concurrent requests share forward passes, so under load send pairs here, even one at a time).
 Both are sync APIs that BentoML runs one at a time per worker (threads=1), on torch_threads threads.
-Every response carries X-Model-Name, X-Model-Version and X-Model-Runtime (and X-Model-Registry-Version when
-known). The model runs on the runtime the package stage chose behind its accuracy gate (the model's label
-`runtime`: torch, onnx or onnx-int8; pipeline/runtimes/); a bi-encoder keeps an LRU cache of sentence
-embeddings (serve.embedding_cache_size), counted on /metrics as embedding_cache_lookups_total.
+Every response carries X-Model-Name, X-Model-Version, X-Model-Runtime, X-Model-Threshold (`similar` is score >= it:
+the model's own, from evaluate.threshold) and X-Model-Registry-Version when known. The model runs on the runtime the
+package stage chose behind its accuracy gate (the model's label `runtime`: torch, onnx or onnx-int8; pipeline/runtimes/);
+a bi-encoder keeps an LRU cache of sentence embeddings (serve.embedding_cache_size), counted on /metrics as
+embedding_cache_lookups_total.
 GET /demo/ is a page to try it by hand; /healthz, /readyz and /metrics are BentoML's; / is Swagger UI.
 Settings: pipeline/config ServeSettings (params.yaml `serve:`, KSTS_SERVE_* environment variables).
 """
@@ -31,7 +32,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.routing import Route
 
 from pipeline.config import SERVE_ENV_PREFIX, load_serve_settings
-from pipeline.metrics import MAX_SCORE, SCORE_BUCKETS, SIMILAR_AT, TOKEN_BUCKETS
+from pipeline.metrics import MAX_SCORE, SCORE_BUCKETS, TOKEN_BUCKETS
 from pipeline.paths import MODEL_CARD_FILE, PAIR_FOLDER  # where the pair-model folder lies inside the BentoML model
 from serving.contract import VISIBLE_TEXT, documented_spec
 from serving.guard import RequestGuard, content_security_policy
@@ -105,7 +106,7 @@ class Similarity(BaseModel):
     """How similar a pair is."""
 
     score: float = Field(description="similarity from 0 (unrelated) to 5 (same meaning)")
-    similar: bool = Field(description=f"score >= {SIMILAR_AT}")
+    similar: bool = Field(description="score >= the model's threshold (the X-Model-Threshold header)")
     probability: float = Field(description="score / 5: a 0-1 value, not a calibrated probability")
 
 
@@ -120,10 +121,10 @@ PairList = Annotated[
 ]
 
 
-def to_result(score: float) -> Similarity:
-    """One 0-5 score -> the API's result."""
+def to_result(score: float, threshold: float) -> Similarity:
+    """One 0-5 score -> the API's result; similar at the served model's threshold."""
     score = float(score)
-    return Similarity(score=score, similar=score >= SIMILAR_AT, probability=score / MAX_SCORE)
+    return Similarity(score=score, similar=score >= threshold, probability=score / MAX_SCORE)
 
 
 DEMO_PAGE = (HERE / "serving" / "demo.html").read_text(encoding="utf-8")
@@ -176,7 +177,12 @@ class KoreanSimilarity:
         )
         self.cache_counts = (0, 0)
         MODEL_HEADERS.update(
-            {"X-Model-Name": stored.tag.name, "X-Model-Version": str(stored.tag.version), "X-Model-Runtime": self.runtime}
+            {
+                "X-Model-Name": stored.tag.name,
+                "X-Model-Version": str(stored.tag.version),
+                "X-Model-Runtime": self.runtime,
+                "X-Model-Threshold": str(self.scorer.settings.threshold),
+            }
         )
         card = Path(stored.path_of(PAIR_FOLDER)) / MODEL_CARD_FILE
         if card.is_file():
@@ -201,7 +207,7 @@ class KoreanSimilarity:
             PREDICTED_SCORES.observe(float(score))
         for tokens in self.scorer.sentence_tokens([text for p in pairs for text in (p.sentence1, p.sentence2)]):
             INPUT_TOKENS.observe(tokens)
-        return [to_result(score) for score in scores]
+        return [to_result(score, self.scorer.settings.threshold) for score in scores]
 
     def _count_cache_lookups(self) -> None:
         """The embedding cache's new hits and misses onto /metrics (bi head with serve.embedding_cache_size > 0)."""
@@ -220,7 +226,7 @@ class KoreanSimilarity:
 
     @bentoml.api
     def similarity(self, sentence1: FirstSentence, sentence2: SecondSentence) -> Similarity:
-        """Similarity of one sentence pair: score 0-5, similar (score >= 3), probability (score / 5).
+        """Similarity of one sentence pair: score 0-5, similar (score >= the model's threshold), probability (score / 5).
 
         Answered on its own (one forward pass). Under concurrent load send pairs to similarity_batch, even one
         at a time: that API shares forward passes between concurrent requests.

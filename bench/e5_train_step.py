@@ -83,7 +83,8 @@ def main() -> None:
                 }
             )
             times: list[float] = []
-            finetune(str(BASE_DIR), model, TrainingPairs(train, validation), config, callbacks=[step_timer(times)], quiet=True)
+            pairs = TrainingPairs(train, validation)
+            finetune(str(BASE_DIR), model, pairs, config, params.evaluate.threshold, callbacks=[step_timer(times)], quiet=True)
             steps[name] += times[1:]
             print(f"round {round_index} {name:12s} median step {statistics.median(times[1:]):.2f} s", flush=True)
     summary = {

@@ -39,7 +39,7 @@ def make_app(model_dir: str) -> FastAPI:
     @app.post("/similarity")
     def similarity(pair: PairIn) -> dict:
         score = float(scorer.score([(pair.sentence1, pair.sentence2)])[0])
-        return {"score": score, "similar": score >= 3.0, "probability": score / 5.0}
+        return {"score": score, "similar": score >= scorer.settings.threshold, "probability": score / 5.0}
 
     return app
 

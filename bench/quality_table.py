@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.metrics import SIMILAR_AT, similarity_metrics
+from pipeline.metrics import similarity_metrics
 from pipeline.paths import BASE_DIR, CLEAN_DIR, MODEL_DIR
 from pipeline.scoring import PairScorer
 from pipeline.stages.evaluate import zero_shot_scorer
@@ -41,8 +41,8 @@ def main() -> None:
         if tuned.calibration is not None:
             variants["fine-tuned, calibrated"] = tuned.calibration.apply(raw)
         for name, scores in variants.items():
-            rows.append({"split": label, "model": name, **similarity_metrics(gold, scores, SIMILAR_AT)})
-    print("| split | model | F1@3.0 | Pearson | Spearman | MSE |\n|---|---|---|---|---|---|")
+            rows.append({"split": label, "model": name, **similarity_metrics(gold, scores, tuned.settings.threshold)})
+    print(f"| split | model | F1@{tuned.settings.threshold} | Pearson | Spearman | MSE |\n|---|---|---|---|---|---|")
     for row in rows:
         figures = " | ".join(f"{row[key]:.3f}" for key in ("f1", "pearson", "spearman", "mse"))
         print(f"| {row['split']} | {row['model']} | {figures} |")

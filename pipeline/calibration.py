@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.metrics import MAX_SCORE, SIMILAR_AT, similarity_metrics
+from pipeline.metrics import MAX_SCORE, similarity_metrics
 from pipeline.paths import CALIBRATION_FILE
 
 FOLDS = 5
@@ -68,22 +68,24 @@ def cross_fitted(raw_scores: np.ndarray, gold: np.ndarray, folds: int = FOLDS, s
     return predicted
 
 
-def calibrate(raw_scores: np.ndarray, gold: np.ndarray, choice: str, seed: int = 0) -> Calibration:
-    """Fit the map on all validation pairs; apply it when `choice` is on, or (auto) when cross-fitted F1 at 3.0 wins.
+def calibrate(raw_scores: np.ndarray, gold: np.ndarray, choice: str, threshold: float, seed: int = 0) -> Calibration:
+    """Fit the map on all validation pairs; apply it when `choice` is on, or (auto) when cross-fitted F1 at `threshold` wins.
 
-    F1 at 3.0 is the headline metric; ties keep the raw scores (a map that does not help is not worth applying).
+    F1 at the model's threshold is the headline metric; ties keep the raw scores (a map that does not help is not
+    worth applying).
     """
     if len(raw_scores) < 2 * FOLDS:
         return Calibration([0.0, MAX_SCORE], [0.0, MAX_SCORE], False, f"fewer than {2 * FOLDS} validation pairs: not fitted")
-    raw_metrics = similarity_metrics(gold, raw_scores, SIMILAR_AT)
-    fitted_metrics = similarity_metrics(gold, cross_fitted(raw_scores, gold, seed=seed), SIMILAR_AT)
+    raw_metrics = similarity_metrics(gold, raw_scores, threshold)
+    fitted_metrics = similarity_metrics(gold, cross_fitted(raw_scores, gold, seed=seed), threshold)
     wins = fitted_metrics["f1"] > raw_metrics["f1"]
     if choice == "auto":
         verdict = "wins" if wins else "does not win"
-        reason = f"auto: cross-fitted validation F1 {fitted_metrics['f1']:.4f} vs raw {raw_metrics['f1']:.4f}: {verdict}"
+        f1_fitted, f1_raw = fitted_metrics["f1"], raw_metrics["f1"]
+        reason = f"auto: cross-fitted validation F1@{threshold} {f1_fitted:.4f} vs raw {f1_raw:.4f}: {verdict}"
         applied = wins
     else:
         applied, reason = choice == "on", f"train.calibration: {choice}"
     raw_points, calibrated_points = fit_map(raw_scores, gold)
-    evidence = {"raw": raw_metrics, "calibrated_cross_fitted": fitted_metrics, "folds": FOLDS}
+    evidence = {"raw": raw_metrics, "calibrated_cross_fitted": fitted_metrics, "folds": FOLDS, "threshold": threshold}
     return Calibration(raw_points, calibrated_points, applied, reason, evidence)

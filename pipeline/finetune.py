@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline import distributed
-from pipeline.heads import HEADS, TrainingJob, TrainingPairs
+from pipeline.heads import TrainingJob, TrainingPairs, head_named
 
 if TYPE_CHECKING:
     from pipeline.config import ModelParams, TrainParams
@@ -65,6 +65,7 @@ def finetune(
     model_params: ModelParams,
     pairs: TrainingPairs,
     config: TrainParams,
+    threshold: float,
     callbacks: Sequence[Any] = (),
     best_metric: str = "pearson",
     quiet: bool = False,
@@ -72,21 +73,20 @@ def finetune(
 ):
     """Fine-tune `model_source` with head `model_params.head`; returns (trained model, FinetuneResult).
 
-    `pairs` come from the head's `training_pairs`. The returned model holds the best epoch's weights by the
-    validation `best_metric`. `quiet` keeps the progress bar but drops the per-epoch metric dicts from the
-    console (a study prints one line per trial). `nli`: the clean NLI triplets, of which
-    config.nli_triplets are trained beside the pairs (heads that train on triplets).
+    `pairs` come from the head's `training_pairs`; the model returned holds the best epoch's weights by validation
+    `best_metric` (F1 counts "similar" at score >= `threshold`, the model's settings.threshold). `quiet` drops the
+    per-epoch metric dicts from the console, keeping the progress bar. `nli`: NLI triplets, config.nli_triplets trained.
     """
     from transformers import set_seed
     from transformers.trainer_callback import ProgressCallback
 
-    head = HEADS[model_params.head]
+    head = head_named(model_params.head)
     set_seed(config.seed)  # before loading, so a new head starts the same every run
     pairs = pairs._replace(train=select_train_pairs(pairs.train, config.max_train_pairs, config.seed))
     wants_nli = nli is not None and config.nli_triplets != 0
     nli = select_train_pairs(nli, config.nli_triplets, config.seed) if wants_nli else None
     with distributed.shared_temporary_directory(prefix="checkpoints-") as checkpoint_dir:
-        job = TrainingJob(model_source, model_params, pairs, config, checkpoint_dir, best_metric, callbacks, nli)
+        job = TrainingJob(model_source, model_params, pairs, config, checkpoint_dir, best_metric, threshold, callbacks, nli)
         trainer = head.trainer(job)
         if config.freeze_embeddings:
             freeze_word_embeddings(head.encoder(trainer.model))

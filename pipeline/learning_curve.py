@@ -112,11 +112,14 @@ def train_point(params: Params, size: int | None, context, test_pairs, test_gold
 
     config = params.train.model_copy(update={"max_train_pairs": size})
     pairs = context.pairs_for_model(params.model.name)
-    model, result = finetune(context.resolve(params.model.name), params.model, pairs, config, quiet=True, nli=context.nli)
+    settings = context.settings_for_model(params.model.name)
+    model, result = finetune(
+        context.resolve(params.model.name), params.model, pairs, config, settings.threshold, quiet=True, nli=context.nli
+    )
     with tempfile.TemporaryDirectory(prefix="learning-curve-") as folder:
-        save_pair_model(model, pairs.tokenizer, context.settings_for_model(params.model.name), Path(folder) / "model")
+        save_pair_model(model, pairs.tokenizer, settings, Path(folder) / "model")
         predicted = PairScorer.from_folder(Path(folder) / "model").raw_scores(test_pairs)
-    test = similarity_metrics(test_gold, predicted, params.evaluate.threshold)
+    test = similarity_metrics(test_gold, predicted, settings.threshold)
     point = {"train_pairs": result.train_pairs, "train_seconds": round(result.train_seconds, 1)}
     point.update({f"val_{figure}": result.best_metrics[figure] for figure in FIGURES})
     point.update({f"test_{figure}": test[figure] for figure in FIGURES})

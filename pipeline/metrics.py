@@ -7,7 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-SIMILAR_AT = 3.0  # KLUE's binary label: "similar" when the 0-5 score is at least 3.0
+# KLUE's own binary label ("similar" when the 0-5 score is at least 3.0) and the default of ModelSettings.threshold.
+# What decides "similar" in this pipeline is params.yaml evaluate.threshold, saved with each model (similarity.json).
+SIMILAR_AT = 3.0
 MAX_SCORE = 5.0  # scores run from 0 (unrelated) to 5 (same meaning)
 # Histogram buckets (upper bounds) of what the service answers and reads, on /metrics and in the analyze stage's
 # test-split distributions, so a deployment compares its traffic with the test split bucket by bucket.

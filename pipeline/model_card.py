@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.metrics import SIMILAR_AT
 from pipeline.tables import markdown_table
 
 
@@ -82,14 +83,14 @@ def model_card(facts: CardFacts) -> str:
         datasets.append(KORSTS_ADDED)
     if facts.nli_triplets != 0:
         datasets.append(NLI_ADDED)
-    threshold = facts.test.get("threshold", 3.0)
+    threshold = facts.test["threshold"]  # evaluate.threshold, which the model also carries (similarity.json)
     hyper = facts.train_params.items()
     state = " (the work tree had uncommitted changes: this commit alone does not rebuild it)" if facts.dirty else ""
     lines = [
         f"# Model card: {facts.model_name} v{facts.version}",
         "",
         f"Korean sentence similarity: two sentences in, a score from 0 (unrelated) to 5 (same meaning) out; "
-        f"'similar' when the score is at least {threshold:.1f}.",
+        f"'similar' when the score is at least {threshold}.",
         "",
         "## Model",
         f"- base model: `{facts.base_model}` (licence: {facts.base_licence})",
@@ -101,7 +102,7 @@ def model_card(facts: CardFacts) -> str:
         "Data MD5s as DVC records them: " + ", ".join(f"{key.split('.')[1]} `{value}`" for key, value in facts.lineage.items()),
         "",
         "## Quality",
-        f"Test split (F1 of the 'similar' verdict at {threshold:.1f}, correlations with the gold scores, MSE):",
+        f"Test split (F1 of the 'similar' verdict at {threshold}, correlations with the gold scores, MSE):",
         "",
         markdown_table(_metrics_rows(facts.test), ["pairs on", "f1", "pearson", "spearman", "mse", "pairs"]),
         "Validation (the chosen trial): " + ", ".join(f"{key} {value:.4f}" for key, value in facts.validation.items()),
@@ -113,7 +114,8 @@ def model_card(facts: CardFacts) -> str:
         "- For ranking and filtering Korean sentence pairs by meaning (duplicates, paraphrases, retrieval checks).",
         "- Tested on KLUE-STS (Airbnb reviews, policy news, paraKQC questions); other domains, long documents, "
         "code-mixed or non-Korean text are untested. Per-source figures above differ widely: check yours.",
-        "- The score is a regression output, not a probability; the verdict's threshold is KLUE's convention.",
+        f"- The score is a regression output, not a probability; the verdict's threshold ({threshold}) is the pipeline's "
+        f"`evaluate.threshold` (KLUE's own label: {SIMILAR_AT}).",
         "- Not for decisions about people without a human review.",
         "",
         "## Reproduce",

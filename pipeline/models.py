@@ -1,16 +1,15 @@
-"""Model folders: resolving a model name, loading its tokenizer, the settings saved beside a pair model, atomic swaps.
+"""Model folders: resolving a model name, loading its tokenizer, the settings saved beside a pair model.
 
 The heads (pipeline/heads/) load and save the models themselves."""
 
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline.errors import ConfigError
+from pipeline.metrics import SIMILAR_AT
 from pipeline.paths import SETTINGS_FILE
 
 
@@ -57,6 +56,7 @@ class ModelSettings:
     base_model: str
     hangul_only: bool
     prefix: str = ""  # prepended to each sentence after normalization (e5: "query: "); folders before it had none
+    threshold: float = SIMILAR_AT  # "similar" when score >= threshold (evaluate.threshold); folders before it: KLUE's 3.0
 
     def save(self, folder: str | Path) -> None:
         (Path(folder) / SETTINGS_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
@@ -67,16 +67,3 @@ class ModelSettings:
         if not path.is_file():
             raise ConfigError(f"{folder}: not a fine-tuned pair model (no {SETTINGS_FILE})")
         return cls(**json.loads(path.read_text(encoding="utf-8")))
-
-
-def replace_folder(target: Path, fill: Callable[[Path], None]) -> None:
-    """Fill a staging folder beside target, then swap it in whole: a crash never leaves a half model."""
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        fill(staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)

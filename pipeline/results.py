@@ -37,8 +37,8 @@ def _number(value: Any, digits: int = 3) -> str:
 
 def metric_rows(metrics: dict[str, Any]) -> list[str]:
     """The test split's table: all pairs, then one row per source."""
-    threshold = metrics.get("threshold", 3.0)
-    header = f"{'test split':<22}{'pairs':>6}{f'F1@{threshold:.1f}':>9}{'Pearson':>9}{'Spearman':>10}{'MSE':>7}"
+    threshold = metrics["threshold"]  # evaluate.threshold, which the model also carries (similarity.json)
+    header = f"{'test split':<22}{'pairs':>6}{f'F1@{threshold}':>9}{'Pearson':>9}{'Spearman':>10}{'MSE':>7}"
     rows = [header, "-" * len(header)]
     named = [("all", metrics["test"]), *((f"  {name}", values) for name, values in metrics.get("by_source", {}).items())]
     for name, values in named:
@@ -76,7 +76,7 @@ def results_table(
     lines += [
         "",
         f"files: {METRICS} (all metrics: `dvc metrics show`), {PREDICTIONS}, {ANALYSIS_REPORT},",
-        f"       {MODEL_CARD}, {MODEL_DIR}/; experiments: `make ui` (MLflow); plots: `dvc plots show`",
+        f"       {MODEL_CARD}, {MODEL_DIR}/; experiments: `make ui` (MLflow); plots: `make plots`",
     ]
     return "\n".join(lines)
 

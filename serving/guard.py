@@ -41,8 +41,8 @@ class RequestGuard:
       constant time); health, readiness, metrics and the demo page stay open;
     - refuses form bodies (multipart, urlencoded) on the APIs with 415: they take JSON only;
     - serves the OpenAPI document (/docs.json) that openapi_document() builds, once, on first request;
-    - adds X-Model-Name / X-Model-Version / X-Model-Runtime / X-Model-Registry-Version, X-Content-Type-Options
-      and Referrer-Policy to every response.
+    - adds the model headers the service fills (X-Model-Name / -Version / -Runtime / -Threshold /
+      -Registry-Version), X-Content-Type-Options and Referrer-Policy to every response.
     """
 
     def __init__(

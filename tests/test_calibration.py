@@ -28,8 +28,8 @@ def test_the_map_is_monotone_bounded_and_predicts_like_isotonic_regression():
 
 def test_auto_applies_a_map_that_wins_on_cross_fitted_f1():
     raw, gold = squeezed_scores()
-    calibration = calibrate(raw, gold, "auto")
-    assert calibration.applied and calibration.reason.startswith("auto: cross-fitted validation F1")
+    calibration = calibrate(raw, gold, "auto", 3.0)
+    assert calibration.applied and calibration.reason.startswith("auto: cross-fitted validation F1@3.0")
     figures = calibration.validation
     assert figures["calibrated_cross_fitted"]["f1"] > figures["raw"]["f1"]
     assert figures["calibrated_cross_fitted"]["mse"] < figures["raw"]["mse"]
@@ -39,20 +39,39 @@ def test_auto_keeps_raw_scores_that_are_already_on_the_scale():
     rng = np.random.default_rng(1)
     gold = rng.uniform(0, 5, 400)
     raw = gold.copy()  # a perfect model: no map can win on F1
-    calibration = calibrate(raw, gold, "auto")
+    calibration = calibrate(raw, gold, "auto", 3.0)
     assert not calibration.applied and "does not win" in calibration.reason
+
+
+def bent_at(gold: np.ndarray) -> np.ndarray:
+    """Raw scores equal to gold up to 3.2, squeezed into 3.2-3.4 for gold 3.2-4.0, stretched back to 5 above.
+
+    Monotone, so verdicts at 3.0 are already right (F1 1.0: no map can win there), while at 3.5 the raw
+    scores call gold 3.5-4.0 pairs dissimilar: a map back onto the gold scale wins.
+    """
+    return np.where(gold <= 3.2, gold, np.where(gold <= 4.0, 3.2 + (gold - 3.2) * 0.25, 3.4 + (gold - 4.0) * 1.6))
+
+
+def test_auto_judges_the_map_at_the_given_threshold():
+    gold = np.random.default_rng(2).uniform(0, 5, 500)
+    raw = bent_at(gold)
+    at_klue, at_threshold = calibrate(raw, gold, "auto", 3.0), calibrate(raw, gold, "auto", 3.5)
+    assert not at_klue.applied and at_klue.validation["raw"]["f1"] == 1.0
+    assert at_threshold.applied and at_threshold.reason.startswith("auto: cross-fitted validation F1@3.5")
+    assert at_threshold.validation["threshold"] == 3.5
+    assert at_threshold.validation["calibrated_cross_fitted"]["f1"] > at_threshold.validation["raw"]["f1"]
 
 
 @pytest.mark.parametrize(("choice", "applied"), [("on", True), ("off", False)])
 def test_on_and_off_force_the_choice_but_still_fit_the_map(choice, applied):
     raw, gold = squeezed_scores()
-    calibration = calibrate(raw, gold, choice)
+    calibration = calibrate(raw, gold, choice, 3.0)
     assert calibration.applied is applied and calibration.reason == f"train.calibration: {choice}"
     assert calibration.apply(np.array([4.3, 4.9]))[1] > 3.5
 
 
 def test_too_few_pairs_are_not_fitted():
-    calibration = calibrate(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 3.0]), "on")
+    calibration = calibrate(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 3.0]), "on", 3.0)
     assert not calibration.applied and "not fitted" in calibration.reason
 
 
@@ -66,7 +85,7 @@ def test_cross_fitted_predictions_never_see_their_own_pair():
 
 def test_a_saved_calibration_loads_back_and_a_folder_without_one_has_none(tmp_path):
     raw, gold = squeezed_scores()
-    calibration = calibrate(raw, gold, "auto")
+    calibration = calibrate(raw, gold, "auto", 3.0)
     calibration.save(tmp_path)
     loaded = Calibration.load(tmp_path)
     assert loaded == calibration

@@ -36,6 +36,7 @@ TINY_TRAIN = TrainParams(
     freeze_embeddings=False,
     calibration="auto",
 )
+TINY_THRESHOLD = 3.5  # not KLUE's 3.0: validation F1 must be counted at the model's own threshold
 
 
 def model_params(head: str) -> ModelParams:
@@ -106,15 +107,16 @@ def workdir(small_splits, tmp_path_factory) -> Path:
 
 
 def settings_for(encoder: Path, head: str) -> ModelSettings:
-    return ModelSettings(head=head, base_model=str(encoder), hangul_only=False)
+    return ModelSettings(head=head, base_model=str(encoder), hangul_only=False, threshold=TINY_THRESHOLD)
 
 
 def train_head(encoder: Path, head: str, workdir: Path, folder: Path):
     """What a trial does: the head's training pairs for this encoder, finetune, save the pair model."""
     with contextlib.chdir(workdir):
         pairs = HEADS[head].training_pairs(model_params(head), str(encoder))
-    model, result = finetune(str(encoder), model_params(head), pairs, TINY_TRAIN)
-    save_pair_model(model, pairs.tokenizer, settings_for(encoder, head), folder)
+    settings = settings_for(encoder, head)
+    model, result = finetune(str(encoder), model_params(head), pairs, TINY_TRAIN, settings.threshold)
+    save_pair_model(model, pairs.tokenizer, settings, folder)
     return model, result, pairs
 
 
@@ -129,7 +131,7 @@ def untrained_scorer(encoder: Path, head: str, pairs) -> PairScorer:
 
     set_seed(TINY_TRAIN.seed)
     with tempfile.TemporaryDirectory() as checkpoints:
-        job = TrainingJob(str(encoder), model_params(head), pairs, TINY_TRAIN, checkpoints, "pearson")
+        job = TrainingJob(str(encoder), model_params(head), pairs, TINY_TRAIN, checkpoints, "pearson", TINY_THRESHOLD)
         model = HEADS[head].trainer(job).model
     return in_memory_scorer(model, pairs, settings_for(encoder, head))
 
@@ -154,6 +156,23 @@ def test_finetune_learns_and_keeps_the_best_epoch(trained):
         [(r["sentence1"], r["sentence2"]) for r in splits["validation"]]
     )
     assert result.best_metrics["mse"] < 0.99 * float(np.mean((gold - untrained) ** 2)), result.best_metrics
+
+
+def test_validation_f1_is_counted_at_the_models_threshold(trained):
+    """Both trainers (Trainer's compute_metrics, the bi-encoder's evaluator) count F1 at settings.threshold, not 3.0."""
+    from pipeline.metrics import f1_at
+
+    _, _, model, result, folder, splits, training_pairs = trained
+    assert ModelSettings.load(folder).threshold == TINY_THRESHOLD
+    gold = np.array([r["score"] for r in splits["validation"]])
+    scores = in_memory_scorer(model, training_pairs, ModelSettings.load(folder)).score(
+        [(r["sentence1"], r["sentence2"]) for r in splits["validation"]]
+    )  # the best epoch's weights: what the best epoch's figures were measured on
+    at_threshold, at_klue = f1_at(gold, scores, TINY_THRESHOLD), f1_at(gold, scores, 3.0)
+    assert result.best_metrics["f1"] == pytest.approx(at_threshold, abs=1e-6), (result.best_metrics, at_klue)
+    # telling 3.5 from 3.0 needs a model that calls some pair similar: the tiny mlp calls none (every score < 3), and
+    # it shares its compute_metrics with the cross head, which does
+    assert at_threshold != at_klue or scores.max() < 3.0, (at_threshold, at_klue)
 
 
 def test_roberta_pairs_carry_no_token_type_ids(trained):

@@ -271,6 +271,7 @@ def test_single_pair_scores_equal_offline_scoring(served, offline_scores, bento_
         assert response.headers["X-Model-Name"] == MODEL_NAME
         assert response.headers["X-Model-Version"] == bento_store["tag"].split(":")[1]
         assert response.headers["X-Model-Registry-Version"] == REGISTRY_VERSION
+        assert response.headers["X-Model-Threshold"] == "3.0"  # the champion's settings: the default, KLUE's 3.0
 
 
 def test_batch_equals_singles_and_keeps_order(served, offline_scores):

@@ -47,6 +47,7 @@ class TrainingJob:
     config: TrainParams
     checkpoint_dir: str
     best_metric: str  # validation metric that picks the best epoch
+    threshold: float  # validation F1 counts "similar" at score >= threshold (the saved model's settings.threshold)
     callbacks: Sequence[Any] = ()
     nli: Any = None  # NLI triplets to train beside the pairs (heads with trains_on_triplets), or None
 

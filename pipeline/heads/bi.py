@@ -81,7 +81,7 @@ class BiHead(Head):
         model = load_bi_encoder(job.model_source, params.max_length, params.pooling, params.lowercase)
         validation = text_pairs(validation_rows, params.prefix)
         evaluator = PairScoreEvaluator(
-            validation["sentence1"], validation["sentence2"], validation_rows["score"], job.config.eval_batch_size
+            validation["sentence1"], validation["sentence2"], validation_rows["score"], job.config.eval_batch_size, job.threshold
         )
         train_dataset, loss = text_pairs(job.pairs.train, params.prefix), CosineSimilarityLoss(model)
         if job.nli is not None:

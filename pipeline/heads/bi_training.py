@@ -13,7 +13,7 @@ from sentence_transformers.base.sampler import DefaultBatchSampler
 from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
 from pipeline.heads.cosine import pairwise_cosine, scores_from_cosine
-from pipeline.metrics import MAX_SCORE, SIMILAR_AT, similarity_metrics
+from pipeline.metrics import MAX_SCORE, similarity_metrics
 
 TEXT_COLUMNS = ["sentence1", "sentence2"]
 
@@ -71,13 +71,16 @@ class LengthGroupedBatchSampler(DefaultBatchSampler):
 class PairScoreEvaluator(EmbeddingSimilarityEvaluator):
     """sentence-transformers' EmbeddingSimilarityEvaluator plus our metrics on the 0-5 scale.
 
-    Adds pearson, spearman, f1 (at 3.0) and mse of 5 x cosine, the numbers every head reports, and the
+    Adds pearson, spearman, f1 (at `threshold`) and mse of 5 x cosine, the numbers every head reports, and the
     validation loss, from the embeddings the library evaluator computes (no second pass).
     """
 
-    def __init__(self, sentences1: list[str], sentences2: list[str], scores: list[float], batch_size: int) -> None:
+    def __init__(
+        self, sentences1: list[str], sentences2: list[str], scores: list[float], batch_size: int, threshold: float
+    ) -> None:
         super().__init__(sentences1, sentences2, [score / MAX_SCORE for score in scores], batch_size=batch_size, write_csv=False)
         self.gold = np.asarray(scores, dtype=np.float64)
+        self.threshold = threshold
         self._embedded: list[np.ndarray] = []
 
     def embed_inputs(self, model, sentences, **kwargs) -> np.ndarray:
@@ -90,7 +93,7 @@ class PairScoreEvaluator(EmbeddingSimilarityEvaluator):
         metrics = super().__call__(model, output_path, epoch, steps)
         first, second = self._embedded
         cosine = pairwise_cosine(first, second)
-        ours = similarity_metrics(self.gold, scores_from_cosine(cosine), SIMILAR_AT)
+        ours = similarity_metrics(self.gold, scores_from_cosine(cosine), self.threshold)
         metrics.update({name: (0.0 if value is None else float(value)) for name, value in ours.items() if name != "pairs"})
         # CosineSimilarityLoss over the whole split: Trainer computes no eval loss for a DDP-wrapped bi-encoder.
         metrics["loss"] = float(np.mean((cosine - self.gold / MAX_SCORE) ** 2))

@@ -8,6 +8,7 @@ encoder (`new_model`) and where that model keeps its encoder.
 from __future__ import annotations
 
 from abc import abstractmethod
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from pipeline.errors import ConfigError
 from pipeline.heads.base import Head, LoadedModel, TrainingJob, TrainingPairs, training_arguments
-from pipeline.metrics import MAX_SCORE, SIMILAR_AT, similarity_metrics
+from pipeline.metrics import MAX_SCORE, similarity_metrics
 from pipeline.models import load_tokenizer, resolve_model_source
 from pipeline.paths import CLEAN_DIR, TOKENIZED_PAIRS, TOKENIZER_DIR
 from pipeline.tables import split_path
@@ -58,14 +59,14 @@ def score_loss(outputs, labels, num_items_in_batch=None):
     return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype) / MAX_SCORE)
 
 
-def validation_metrics(eval_prediction) -> dict[str, float]:
-    """Trainer's compute_metrics on 0-5 scores, mapped from logits exactly as scoring maps them.
+def validation_metrics(eval_prediction, threshold: float) -> dict[str, float]:
+    """Trainer's compute_metrics on 0-5 scores, mapped from logits exactly as scoring maps them; F1 at `threshold`.
 
     An undefined correlation (constant predictions) counts as 0 so best-checkpoint selection still works.
     """
     predicted = scores_from_logits(np.asarray(eval_prediction.predictions).reshape(-1))
     gold = np.asarray(eval_prediction.label_ids).reshape(-1)
-    metrics = similarity_metrics(gold, predicted, SIMILAR_AT)
+    metrics = similarity_metrics(gold, predicted, threshold)
     return {name: (0.0 if value is None else float(value)) for name, value in metrics.items() if name != "pairs"}
 
 
@@ -119,7 +120,7 @@ class PairHead(Head):
             data_collator=DataCollatorWithPadding(job.pairs.tokenizer),
             processing_class=job.pairs.tokenizer,
             compute_loss_func=score_loss,
-            compute_metrics=validation_metrics,
+            compute_metrics=partial(validation_metrics, threshold=job.threshold),
             callbacks=list(job.callbacks),
         )
 

@@ -16,6 +16,7 @@ class GateResult:
     runtime: str
     passed: bool
     reason: str
+    threshold: float  # the F1 was counted at score >= threshold (the model's own)
     f1_delta: float
     pearson_delta: float
     max_score_shift: float
@@ -47,4 +48,4 @@ def judge(
     figures = {key: round(value, 5) for key, value in measured.items()}
     failures = [f"{key.replace('_', ' ')} {figures[key]} > {limit}" for key, limit in limits.items() if measured[key] > limit]
     reason = "within tolerance" if not failures else "refused: " + ", ".join(failures)
-    return GateResult(runtime, not failures, reason, **figures)
+    return GateResult(runtime, not failures, reason, threshold, **figures)

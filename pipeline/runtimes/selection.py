@@ -1,4 +1,5 @@
-"""Choosing the packaged runtime: each candidate is built into the model folder and gated against fp32 torch."""
+"""Choosing the packaged runtime: each candidate is built into the model folder and gated against fp32 torch,
+with F1 counted at the model's own threshold (its settings.threshold, from evaluate.threshold)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.metrics import SIMILAR_AT
 from pipeline.models import ModelSettings
 from pipeline.paths import ONNX_DIR
 from pipeline.runtimes import RUNTIMES, candidates
@@ -37,14 +37,16 @@ def split_pairs(split: str) -> tuple[list[tuple[str, str]], np.ndarray]:
 
 
 def served_metrics(folder: Path, runtime: str, split: str = "test") -> dict[str, dict[str, Any]]:
-    """A split's metrics as fp32 torch scores it and as the chosen runtime does (what the Bento answers)."""
+    """A split's metrics (F1 at the model's threshold) as fp32 torch scores it and as the chosen runtime does (what the
+    Bento answers)."""
     from pipeline.metrics import similarity_metrics
     from pipeline.scoring import PairScorer
 
     pairs, gold = split_pairs(split)
+    threshold = ModelSettings.load(folder).threshold
     names = dict.fromkeys(["torch", runtime])
     return {
-        name: similarity_metrics(gold, PairScorer.from_folder(folder, runtime=name).score(pairs), SIMILAR_AT) for name in names
+        name: similarity_metrics(gold, PairScorer.from_folder(folder, runtime=name).score(pairs), threshold) for name in names
     }
 
 
@@ -84,7 +86,7 @@ def choose_runtime(
         if reference is None:
             reference = PairScorer.from_folder(folder, runtime="torch").score(pairs)
         scores = PairScorer.from_folder(folder, runtime=name).score(pairs)
-        result = judge(name, reference, scores, gold, SIMILAR_AT, metric_tolerance, max_shift)
+        result = judge(name, reference, scores, gold, settings.threshold, metric_tolerance, max_shift)
         results.append(asdict(result))
         reasons.append(f"{name}: {result.reason}")
         if result.passed:

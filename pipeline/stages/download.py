@@ -30,6 +30,7 @@ KORSTS_COLUMNS = ("genre", "score", "sentence1", "sentence2")
 
 def normalized_record(guid: str, source: str, sentence1: Any, sentence2: Any, score: Any, origin: str) -> dict[str, Any]:
     """The one row shape every split uses; `origin` (file:row) lets later errors name the row."""
+    # KLUE's own label, kept as the data defines it; nothing reads it to decide "similar" (that is evaluate.threshold)
     binary = int(score >= SIMILAR_AT) if isinstance(score, int | float) else None
     return {
         "guid": guid,
