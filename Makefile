@@ -13,15 +13,26 @@ export BENTOML_DO_NOT_TRACK := true
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup system-packages run test fuzz crash-test learning-curve ui bench-train compare tracking-server worker clean
+.PHONY: setup lock system-packages run test fuzz crash-test learning-curve ui plots bench-train compare tracking-server worker clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Hash-pinned versions of everything but torch (docs/development.md#the-install-lock): torch first, alone; then
+# the lock, every file checked against its hash; then the project itself (editable) without resolving anything.
+LOCK := requirements/lock.txt
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PIP) install --quiet --no-deps "$(TORCH_SPEC)"
+	$(PIP) install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PIP) install --quiet --no-deps -e '.[dev]'
+	$(PIP) check
 	@touch $@
+
+# Regenerates $(LOCK) from pyproject.toml with the venv's uv (index access), keeping the locked versions unless
+# UPGRADE=1, and rewrites bentofile.yaml's pins from it. Then `make setup` installs it.
+lock:
+	$(BIN)/python requirements/lock.py --torch "$(TORCH_SPEC)" $(if $(UPGRADE),--upgrade)
 
 run: setup
 	dvc repro
@@ -48,10 +59,15 @@ system-packages:
 		else echo "install the Debian packages chromium and chromium-driver (the demo-page test needs them)" >&2; exit 1; fi; \
 	fi
 
-# The MLflow UI over the pipeline's store: the study is a parent run with its trials nested under it.
+# The MLflow UI over the pipeline's store: the study is a parent run with its trials nested under it. It prints the
+# link that opens the model-training view (MLflow 3.17 opens the GenAI view otherwise: docs/experiments.md#mlflow).
 ui: setup
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" \
-		--default-artifact-root "$(CURDIR)/mlartifacts" --host 127.0.0.1 --port $(or $(PORT),5000)
+	python -m pipeline.mlflow_ui --port $(or $(PORT),5000)
+
+# DVC plots as a page that draws offline (vega libraries inlined, no CDN): reports/plots/index.html. ARGS=... passes
+# more `dvc plots show` arguments (targets, -x, -y, -o).
+plots: setup
+	python -m pipeline.offline_plots $(ARGS)
 
 bench-train: setup
 	python bench/train_throughput.py
@@ -62,12 +78,12 @@ clean:
 # Default hyperparameters at 250-all training pairs beside the study's spread (reports/learning_curve.md, .png).
 learning-curve: setup
 	python -m pipeline.learning_curve
-	dvc plots show reports/learning_curve.csv -x train_pairs -y val_pearson -o reports/learning_curve_plots
+	python -m pipeline.offline_plots reports/learning_curve.csv -x train_pairs -y val_pearson -o reports/learning_curve_plots
 
 # One row per (model, head) from the registered runs in MLflow: run after `dvc exp run -S model.head=...`.
 compare: setup
 	python -m pipeline.compare
-	dvc plots show reports/compare.csv --template bar_horizontal -x f1 -y label -o reports/compare_plots
+	python -m pipeline.offline_plots reports/compare.csv --template bar_horizontal -x f1 -y label -o reports/compare_plots
 
 # --- Serving (BentoML; docs/serving.md) ---------------------------------------------------------------
 BENTOML_HOME ?= $(CURDIR)/bentoml_home

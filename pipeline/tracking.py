@@ -7,6 +7,7 @@ import json
 import os
 import sqlite3
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,14 @@ def optuna_storage_url(configured: str | None, root: Path) -> str:
     return url
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+# The experiment's declared kind: MLflow 3 UIs without it may open it as GenAI (an empty traces overview). MLflow
+# 3.17.2's UI picks the view from its sidebar switch instead: pipeline/mlflow_ui.py prints a link that sets it.
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def ensure_experiment(name: str, root: Path) -> str:
-    """Create or find the experiment, and make it active.
+    """Create or find the experiment, marked as model training for the MLflow UI, and make it active.
 
     Against a store (SQLite, PostgreSQL) the experiment gets an explicit artifact location, never ./mlruns;
     a tracking server (http[s]://) keeps its own artifact store, shared by every worker.
@@ -66,11 +73,59 @@ def ensure_experiment(name: str, root: Path) -> str:
     if experiment is None:
         on_server = mlflow.get_tracking_uri().startswith(("http://", "https://"))
         location = None if on_server else (root / MLFLOW_ARTIFACTS).resolve().as_uri()
-        experiment_id = mlflow.create_experiment(name, artifact_location=location)
+        experiment_id = mlflow.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     else:
         experiment_id = experiment.experiment_id
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # made before this tag, or by an older MLflow
+            mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=experiment_id)  # nested runs inherit the active experiment, not the parent's
     return experiment_id
+
+
+SPLIT_CONTEXTS = {"train": "training", "validation": "validation", "test": "testing"}  # MLflow's input context tag
+STUDY_SPLITS = ("train", "validation")  # what a study reads (its trials and parent run); test is the register stage's
+
+
+def split_datasets(root: Path, splits: Sequence[str] = tuple(SPLIT_CONTEXTS)) -> list[tuple[Any, str]]:
+    """The clean splits as MLflow datasets with their contexts: name = split, digest = the file's MD5 as DVC records
+    it, source = its path as dvc.lock names it. Metadata only (a MetaDataset): nothing is loaded."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    from pipeline.digests import file_digest
+    from pipeline.paths import CLEAN_DIR
+    from pipeline.tables import split_path
+
+    datasets = []
+    for split in splits:
+        path = split_path(CLEAN_DIR, split)
+        dataset = MetaDataset(LocalArtifactDatasetSource(path.as_posix()), name=split, digest=file_digest(root / path, "md5"))
+        datasets.append((dataset, SPLIT_CONTEXTS[split]))
+    return datasets
+
+
+def log_split_datasets(root: Path, splits: Sequence[str] = tuple(SPLIT_CONTEXTS)) -> None:
+    """Log the clean splits as the active run's inputs (the runs table's Dataset column); logging again is a no-op."""
+    import mlflow
+
+    datasets = split_datasets(root, splits)
+    mlflow.log_inputs(
+        datasets=[dataset for dataset, _ in datasets],
+        contexts=[context for _, context in datasets],
+        tags_list=[None] * len(datasets),
+    )
+
+
+def log_png(png: bytes, artifact_file: str) -> None:
+    """PNG bytes as an artifact of the active run (the MLflow UI shows it as an image)."""
+    import tempfile
+
+    import mlflow
+
+    folder_in_run, _, name = artifact_file.rpartition("/")
+    with tempfile.TemporaryDirectory(prefix="png-") as folder:
+        (Path(folder) / name).write_bytes(png)
+        mlflow.log_artifact(str(Path(folder) / name), artifact_path=folder_in_run or None)
 
 
 def params_hash(section: Any) -> str:

@@ -1,5 +1,6 @@
 """Stage analyze: error analysis of the test predictions -> reports/analysis/ (CSV tables that dvc.yaml
-declares as plots, a Markdown report, the test split's distributions in the service's /metrics buckets)."""
+declares as plots, the same as PNG images for MLflow, a Markdown report, the test split's distributions in the
+service's /metrics buckets)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,19 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.analysis import analysis_tables, highlights, reference_distributions, worst_pairs
+from pipeline.charts import analysis_charts, render_png
 from pipeline.config import load_params
 from pipeline.errors import DataError, run_stage
-from pipeline.models import replace_folder
-from pipeline.paths import ANALYSIS_DIR, ANALYSIS_REPORT, ANALYSIS_SUMMARY, ANALYSIS_TABLES, PREDICTIONS, TEST_DISTRIBUTIONS
+from pipeline.paths import (
+    ANALYSIS_DIR,
+    ANALYSIS_PLOTS,
+    ANALYSIS_REPORT,
+    ANALYSIS_SUMMARY,
+    ANALYSIS_TABLES,
+    PREDICTIONS,
+    TEST_DISTRIBUTIONS,
+)
+from pipeline.swap import replace_folder
 from pipeline.tables import markdown_table
 
 SUMMARY_COLUMNS = ["band", "pairs", "mean_gold", "mean_predicted", "bias", "mae", "mse", "verdict_accuracy"]
@@ -70,6 +80,7 @@ def main() -> None:
     tables = analysis_tables(rows, threshold)
     worst = worst_pairs(rows)
     notes = highlights(tables)
+    images = {name: render_png(spec) for name, spec in analysis_charts(tables).items()}  # the register stage logs them
 
     def fill(folder: Path) -> None:
         folder.mkdir(parents=True)
@@ -81,6 +92,8 @@ def main() -> None:
         (folder / TEST_DISTRIBUTIONS.name).write_text(distributions, encoding="utf-8")
         summary = json.dumps({"highlights": notes, **tables}, ensure_ascii=False, indent=2) + "\n"
         (folder / ANALYSIS_SUMMARY.name).write_text(summary, encoding="utf-8")
+        for name, png in images.items():
+            (folder / ANALYSIS_PLOTS[name].name).write_bytes(png)
 
     replace_folder(ANALYSIS_DIR, fill)
     print(f"analyze: {len(rows)} test pairs -> {ANALYSIS_DIR}/")
