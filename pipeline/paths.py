@@ -34,6 +34,12 @@ ANALYSIS_REPORT = ANALYSIS_DIR / "error_analysis.md"
 ANALYSIS_TABLES = {name: ANALYSIS_DIR / f"{name}.csv" for name in ("by_source", "by_gold_band", "by_length", "worst_pairs")}
 TEST_DISTRIBUTIONS = ANALYSIS_DIR / "test_distributions.json"  # predicted scores and token lengths, /metrics buckets
 ANALYSIS_SUMMARY = ANALYSIS_DIR / "summary.json"  # the highlights, for the model card
+# The tables above as PNG images (vl-convert, offline): logged with the folder to the registered run in MLflow
+ANALYSIS_PLOTS = {
+    "by_gold_band": ANALYSIS_DIR / "calibration.png",
+    "by_length": ANALYSIS_DIR / "mae_by_length.png",
+    "by_source": ANALYSIS_DIR / "mae_by_source.png",
+}
 REGISTER_REPORT = Path("reports/register.json")
 MODEL_CARD_FILE = "model_card.md"  # a version's card: in reports/, in its run's artifacts, beside the packaged model
 MODEL_CARD = Path("reports") / MODEL_CARD_FILE  # register: the new version's card (also its description)
@@ -43,6 +49,8 @@ LEARNING_CURVE_REPORT = Path("reports/learning_curve.md")
 LEARNING_CURVE_PLOT = Path("reports/learning_curve.png")
 COMPARE_REPORT = Path("reports/compare.md")  # make compare
 COMPARE_TABLE = Path("reports/compare.csv")
+PLOTS_DIR = Path("reports/plots")  # make plots: the page of `dvc plots show` (index.html)
+PLOTS_TEMPLATE = PLOTS_DIR / "offline_template.html"  # its HTML template, vega libraries inlined (generated)
 
 # Stores (defaults; environment variables and params may point elsewhere)
 MLFLOW_DB = "mlflow.db"
@@ -50,6 +58,7 @@ MLFLOW_ARTIFACTS = "mlartifacts"
 OPTUNA_DB = STUDIES_DIR / "optuna.db"
 BENTOML_HOME_DIR = "bentoml_home"
 BENTOFILE = Path("bentofile.yaml")
+PIPELINE_FILE = Path("dvc.yaml")  # the stages; the train stage's deps and params are what names a study
 
 # Inside a saved pair model, a registered model and a BentoML model
 SETTINGS_FILE = "similarity.json"  # head, base model, text settings: what scoring needs

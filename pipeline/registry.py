@@ -65,10 +65,11 @@ def download_pair_model(model_uri: str, destination: Path) -> Path:
     return folder
 
 
-# Model integrity: register records every file's SHA-256 on the model version (a registry tag, beside the
-# artifacts it vouches for); package verifies the downloaded folder against it before serving it.
-FILES_TAG = "pair_model.files_sha256"
-MAX_TAG_CHARS = 8000  # MLflow truncates longer tag values
+# Model integrity: register logs every file's SHA-256 as a JSON artifact of the run and tags the model version
+# with that JSON's short digest (a tag the registry UI shows in full); package verifies the downloaded folder
+# against it before serving it. The same digest finds a version with identical files (no duplicate versions).
+FILES_DIGEST_TAG = "pair_model.files_digest"
+FILES_ARTIFACT_TAG = "pair_model.files_artifact"  # where in the version's run the file hashes are
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")  # loading one can run code
 
 
@@ -81,14 +82,22 @@ def file_hashes(folder: Path) -> dict[str, str]:
     return {path.relative_to(folder).as_posix(): file_digest(path) for path in files}
 
 
-def hashes_tag(folder: Path) -> dict[str, str]:
-    """The model version tag that records folder's file hashes."""
+def files_digest(hashes: dict[str, str]) -> str:
+    """A short digest of a folder's file hashes: equal digests, identical files."""
+    import hashlib
     import json
 
-    value = json.dumps(file_hashes(folder), sort_keys=True)
-    if len(value) > MAX_TAG_CHARS:
-        raise PipelineError(f"{folder}: too many files to record their hashes in one registry tag ({len(value)} characters)")
-    return {FILES_TAG: value}
+    return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def log_file_hashes(hashes: dict[str, str]) -> dict[str, str]:
+    """Log the hashes as an artifact of the active run; returns the version tags that point at it."""
+    import mlflow
+
+    digest = files_digest(hashes)
+    artifact = f"integrity/files-{digest}.json"
+    mlflow.log_dict(hashes, artifact)
+    return {FILES_DIGEST_TAG: digest, FILES_ARTIFACT_TAG: artifact}
 
 
 def verify_files(folder: Path, recorded: dict[str, str], source: str) -> None:
@@ -102,12 +111,47 @@ def verify_files(folder: Path, recorded: dict[str, str], source: str) -> None:
 
 
 def recorded_hashes(model_name: str, version: str) -> dict[str, str]:
-    """The file hashes the register stage recorded on a model version."""
+    """The file hashes the register stage recorded for a model version (checked against the version's digest tag)."""
     import json
+    import tempfile
 
-    from mlflow import MlflowClient
+    import mlflow
+    from mlflow.exceptions import MlflowException
 
-    recorded = MlflowClient().get_model_version(model_name, version).tags.get(FILES_TAG)
-    if recorded is None:
-        raise PipelineError(f"{model_name} v{version}: no {FILES_TAG} tag (registered before integrity records): rerun register")
-    return json.loads(recorded)
+    found = mlflow.MlflowClient().get_model_version(model_name, version)
+    digest, artifact = found.tags.get(FILES_DIGEST_TAG), found.tags.get(FILES_ARTIFACT_TAG)
+    if digest is None or artifact is None:
+        raise PipelineError(f"{model_name} v{version}: no {FILES_DIGEST_TAG} tag (an older registration): rerun register")
+    with tempfile.TemporaryDirectory(prefix="hashes-") as staging:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=found.run_id, artifact_path=artifact, dst_path=staging)
+            hashes = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (MlflowException, OSError, ValueError) as error:
+            raise PipelineError(f"{model_name} v{version}: cannot read its file hashes ({artifact}): {error}") from error
+    if files_digest(hashes) != digest:
+        raise PipelineError(f"{model_name} v{version}: {artifact} does not match the version's {FILES_DIGEST_TAG} tag")
+    return hashes
+
+
+def version_with_files(client, model_name: str, digest: str) -> str | None:
+    """The registered version whose files have this digest, if any (the newest)."""
+    versions = client.search_model_versions(f"name = '{model_name}'")
+    matching = [int(found.version) for found in versions if found.tags.get(FILES_DIGEST_TAG) == digest]
+    return str(max(matching)) if matching else None
+
+
+def champion_version(client, model_name: str, alias: str) -> str | None:
+    """The version holding the alias; None only when the model or the alias does not exist. Any other registry
+    error is a PipelineError: taking it for "no champion" would promote blindly."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(model_name)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise PipelineError(f"cannot read the registry's {model_name}@{alias}: {error.message}") from error
+    except Exception as error:  # the store's own errors (SQLAlchemy, HTTP): the same, nothing is decided
+        raise PipelineError(f"cannot read the registry's {model_name}@{alias}: {error}") from error
+    version = dict(model.aliases or {}).get(alias)
+    return None if version is None else str(version)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.calibration import Calibration
-from pipeline.heads import HEADS, LoadedModel
+from pipeline.heads import LoadedModel, head_named
 from pipeline.models import ModelSettings
 from pipeline.text import normalize_text, with_prefix
 
@@ -33,7 +33,7 @@ class PairScorer:
         self.model = loaded.model.to(device).eval()
         self.tokenizer = loaded.tokenizer
         self.settings = settings
-        self.head = HEADS[settings.head]
+        self.head = head_named(settings.head)
         self.device = device
         self.calibration = calibration
 
@@ -54,7 +54,7 @@ class PairScorer:
 
         settings = ModelSettings.load(folder)
         loaded = RUNTIMES[runtime].load(Path(folder), settings, threads)
-        loaded = HEADS[settings.head].with_cache(loaded, cache_size)
+        loaded = head_named(settings.head).with_cache(loaded, cache_size)
         return cls(loaded, settings, pick_device(device), Calibration.load(folder))
 
     @classmethod

@@ -221,6 +221,7 @@ def stage_repo(tmp_path, small_mirror, tiny_bert, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    shutil.copy2(REPO / "dvc.yaml", work / "dvc.yaml")  # the train stage's deps and params name its study
     monkeypatch.chdir(work)
     for name in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE"):
         monkeypatch.delenv(name, raising=False)

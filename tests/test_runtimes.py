@@ -12,12 +12,12 @@ from pipeline.heads.bi import load_bi_encoder
 from pipeline.heads.embedding_cache import EmbeddingCache
 from pipeline.models import ModelSettings
 from pipeline.paths import ONNX_DIR
+from pipeline.promotion import ChampionDecision, within_latency_budget
 from pipeline.runtimes import RUNTIMES, candidates
 from pipeline.runtimes.gate import judge
 from pipeline.runtimes.latency import measure_latency
 from pipeline.runtimes.selection import choose_runtime
 from pipeline.scoring import PairScorer
-from pipeline.stages.register import ChampionDecision, within_latency_budget
 
 PAIRS = [
     ("한 남자가 플루트를 연주하고 있다.", "남자가 피리를 불고 있다."),
@@ -62,6 +62,19 @@ def test_the_gate_judges_f1_pearson_and_the_largest_shift():
     result = judge("onnx-int8", reference, moved, gold, 3.0, 0.005, 0.15)
     assert not result.passed and result.max_score_shift == pytest.approx(0.6)
     assert "f1 delta" in result.reason and "max score shift 0.6 > 0.15" in result.reason
+    # at 3.5 the moved pair (2.6 -> 3.2) stays dissimilar: F1 unchanged, only the shift refuses it
+    at_threshold = judge("onnx-int8", reference, moved, gold, 3.5, 0.005, 0.15)
+    assert at_threshold.f1_delta == 0.0 and at_threshold.threshold == 3.5 and "f1 delta" not in at_threshold.reason
+
+
+def test_the_gate_counts_f1_at_the_models_threshold(tiny_bert, tmp_path):
+    """choose_runtime reads the threshold from the model's similarity.json (evaluate.threshold), not KLUE's 3.0."""
+    folder = tmp_path / "model"
+    settings = ModelSettings(head="bi", base_model="tiny", hangul_only=False, threshold=3.5)
+    save_pair_model(load_bi_encoder(str(tiny_bert), 64), None, settings, folder)
+    gold = np.array([4.0, 2.5, 0.5, 4.5] * 6)
+    choice = choose_runtime(folder, "onnx", PAIRS, gold, metric_tolerance=1.0, max_shift=1.0)
+    assert choice.runtime == "onnx" and [entry["threshold"] for entry in choice.gate] == [3.5]
 
 
 def test_auto_falls_back_past_a_refused_runtime_and_keeps_only_the_chosen_graph(bi_folder):
@@ -110,7 +123,7 @@ def test_a_scorer_with_a_cache_scores_like_one_without(bi_folder):
 def test_latency_is_measured_and_a_model_over_budget_keeps_the_alias_where_it_was(bi_folder):
     figures = measure_latency(PairScorer.from_folder(bi_folder), PAIRS, repeats=8)
     assert 0 < figures["p50_ms_one_pair"] <= figures["p95_ms_one_pair"] and figures["p95_ms_batch_32"] > 0
-    wins = ChampionDecision(True, "beats champion v1: 0.8 > 0.7", 0.8, "1", 0.7)
+    wins = ChampionDecision(True, "beats champion v1", 0.8, "1")
     assert within_latency_budget(wins, 120.0, None) is wins and within_latency_budget(wins, 120.0, 200) is wins
     refused = within_latency_budget(wins, 120.0, 50)
     assert not refused.promote and refused.reason.startswith("over the latency budget: p95 120.0 ms for one pair > ")

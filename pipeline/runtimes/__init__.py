@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.heads import HEADS, LoadedModel
+from pipeline.heads import LoadedModel, head_named
 from pipeline.models import ModelSettings
 from pipeline.paths import ONNX_DIR
 
@@ -45,7 +45,7 @@ class Runtime:
     def load(self, folder: Path, settings: ModelSettings, threads: int | None = None) -> LoadedModel:
         """The model as PairScorer takes it: the head's own torch model, or the ONNX encoder."""
         if self.graph is None:
-            return HEADS[settings.head].load(folder)
+            return head_named(settings.head).load(folder)
         from pipeline.runtimes.onnx import OnnxSentenceEncoder
 
         encoder = OnnxSentenceEncoder(Path(folder) / ONNX_DIR / self.graph, Path(folder), threads)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from pipeline.config import load_params
 from pipeline.errors import run_stage
-from pipeline.models import replace_folder
 from pipeline.paths import BASE_DIR, SOURCE_RECORD
 from pipeline.sources import fetch_base_model
+from pipeline.swap import replace_folder
 from pipeline.tables import write_json
 
 

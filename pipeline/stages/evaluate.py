@@ -10,7 +10,7 @@ import numpy as np
 
 from pipeline.config import load_params
 from pipeline.errors import run_stage
-from pipeline.heads import HEADS
+from pipeline.heads import head_named
 from pipeline.metrics import metrics_by_source, similarity_metrics
 from pipeline.paths import BASE_DIR, CLEAN_DIR, METRICS, MODEL_DIR, PREDICTIONS
 from pipeline.scoring import PairScorer
@@ -68,7 +68,7 @@ def zero_shot_scorer(settings, base_folder: Path) -> PairScorer:
     """The base encoder before fine-tuning, as a bi-encoder (5 x cosine) with the fine-tuned model's prefix."""
     from dataclasses import replace
 
-    return PairScorer(HEADS[ZERO_SHOT_HEAD].load(base_folder), replace(settings, head=ZERO_SHOT_HEAD))
+    return PairScorer(head_named(ZERO_SHOT_HEAD).load(base_folder), replace(settings, head=ZERO_SHOT_HEAD))
 
 
 def main() -> None:

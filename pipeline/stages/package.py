@@ -1,7 +1,8 @@
 """Stage package: the champion model from the MLflow registry into the BentoML model store, then a Bento.
 
-1. Download `models:/<register.model_name>@<register.alias>` as a pair-model folder (pipeline.registry) and
-   verify it: exactly the files register recorded, with their SHA-256, and no pickle file.
+1. Download the champion version register recorded, by its exact version (`models:/<name>/<version>`, not the
+   alias, which another registration may move meanwhile), as a pair-model folder (pipeline.registry) and
+   verify it: exactly the files register recorded for that version, with their SHA-256, and no pickle file.
 2. Import it as BentoML model `serve.model_name` (the folder is copied under `pair_model/`; labels name the
    registry version), so the service needs no MLflow at run time. Re-importing the same champion with the
    same files reuses the stored model instead of adding a copy.
@@ -97,7 +98,7 @@ def build_bento(bentofile: str | Path, build_ctx: str | Path, model_tag: str, la
 
 
 def champion_from_report(path: Path = REGISTER_REPORT) -> dict[str, str]:
-    """Model name, champion version and URI from the register stage's report."""
+    """Model name, champion version and its exact-version URI from the register stage's report."""
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as error:
@@ -108,7 +109,7 @@ def champion_from_report(path: Path = REGISTER_REPORT) -> dict[str, str]:
         "registry_model": str(report["model_name"]),
         "registry_version": str(report["champion_version"]),
         "alias": str(report["alias"]),
-        "model_uri": str(report["champion_uri"]),
+        "model_uri": f"models:/{report['model_name']}/{report['champion_version']}",
     }
 
 

@@ -1,10 +1,13 @@
-"""Stage register: log the study's best model with mlflow.transformers, register it, and move the champion
-alias to it only when it beats the current champion on the test metric (or when there is none yet)."""
+"""Stage register: log the study's best model as an MLflow pyfunc, register it (or reuse the version with
+identical files), and move the champion alias to it only when it wins a fair comparison with the current
+champion (pipeline.promotion: re-scored on the same test pairs, a paired bootstrap interval above 0), or when
+there is none yet. A `dvc exp run` registers but leaves the alias unless register.promote_experiments."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,49 +20,17 @@ from pipeline.paths import (
     METRICS,
     MODEL_CARD,
     MODEL_DIR,
+    PREDICTIONS,
     REGISTER_REPORT,
     SOURCE_RECORD,
     STUDY_REPORT,
 )
 from pipeline.tables import atomic_write_text, write_json
 
-METRIC_TAG = "test_{metric}"
 EXAMPLE_PAIRS = [
     ("오늘 날씨가 정말 좋네요.", "오늘은 날씨가 매우 좋습니다."),
     ("숙소 위치가 역에서 가까워요.", "이 정책은 내년부터 시행됩니다."),
 ]
-
-
-@dataclass(frozen=True)
-class ChampionDecision:
-    """Whether the new version takes the alias, and the comparison that decided it."""
-
-    promote: bool
-    reason: str
-    new_value: float
-    current_version: str | None
-    current_value: float | None
-
-
-def decide_champion(new_value: float, current_version: str | None, current_value: float | None) -> ChampionDecision:
-    """Promote on first registration, or when strictly better than the current champion."""
-    if current_version is None:
-        return ChampionDecision(True, "first registration: no champion yet", new_value, None, None)
-    if current_value is None:
-        reason = f"champion v{current_version} has no recorded test metric"
-        return ChampionDecision(True, reason, new_value, current_version, None)
-    better = new_value > current_value
-    verdict = "beats" if better else "does not beat"
-    reason = f"{verdict} champion v{current_version}: {new_value:.4f} {'>' if better else '<='} {current_value:.4f}"
-    return ChampionDecision(better, reason, new_value, current_version, current_value)
-
-
-def within_latency_budget(decision: ChampionDecision, p95_ms: float, budget_ms: float | None) -> ChampionDecision:
-    """A model over register.max_p95_ms (one pair, the packaged runtime) never takes the alias, however good."""
-    if budget_ms is None or p95_ms <= budget_ms or not decision.promote:
-        return decision
-    reason = f"over the latency budget: p95 {p95_ms:.1f} ms for one pair > register.max_p95_ms {budget_ms:g}"
-    return replace(decision, promote=False, reason=f"{reason} (else: {decision.reason})")
 
 
 def candidate_latency(folder: Path, settings) -> dict[str, Any]:
@@ -85,18 +56,6 @@ def candidate_latency(folder: Path, settings) -> dict[str, Any]:
         }
 
 
-def current_champion(client, model_name: str, alias: str, metric_tag: str) -> tuple[str | None, float | None]:
-    """(version, its recorded test metric) of the model version holding the alias, or (None, None)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        holder = client.get_model_version_by_alias(model_name, alias)
-    except MlflowException:
-        return None, None
-    value = holder.tags.get(metric_tag)
-    return str(holder.version), (float(value) if value is not None else None)
-
-
 def run_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
     """The evaluate report as flat MLflow metrics: test_* (what the model answers), test_raw_* (before its
     calibration), zero_shot_test_* (the base encoder before fine-tuning), size and speed."""
@@ -111,48 +70,47 @@ def run_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
         for key, value in values.items()
         if isinstance(value, int | float)
     }
+    flat["threshold"] = float(evaluation["threshold"])  # what the F1s count as "similar"
     flat["parameters"] = float(evaluation["model"]["parameters"])
     flat["inference_pairs_per_second"] = float(evaluation["inference"]["pairs_per_second"])
     return flat
 
 
-def log_and_register(scorer, folder: Path, run_id: str, metrics: dict[str, float], model_name: str):
-    """Log the metrics and the model folder (pyfunc) to the best trial's run; register a new version tagged with
-    the SHA-256 of each of the folder's files (the package stage verifies them)."""
+def log_and_register(scorer, folder: Path, run_id: str, metrics: dict[str, float], name: str, hashes: dict[str, str]) -> str:
+    """Log the metrics, the model folder (pyfunc) and its file hashes to the best trial's run; register a new
+    version tagged with the hashes' digest (the package stage verifies the files against them)."""
     import mlflow
     import pandas as pd
     from mlflow.models import infer_signature
 
-    from pipeline.registry import hashes_tag, log_pair_model
+    from pipeline.registry import log_file_hashes, log_pair_model
 
-    integrity = hashes_tag(folder)  # refuses pickle files before anything is logged
     example = pd.DataFrame(EXAMPLE_PAIRS, columns=["sentence1", "sentence2"])
     signature = infer_signature(example, scorer.score(EXAMPLE_PAIRS))
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(metrics)
+        integrity = log_file_hashes(hashes)
         info = log_pair_model(folder, signature, example, {"similarity": asdict(scorer.settings)})
-    return mlflow.register_model(info.model_uri, model_name, tags=integrity)
+    return str(mlflow.register_model(info.model_uri, name, tags=integrity).version)  # MLflow 3 returns an int
 
 
-def apply_champion_rule(register, version: str, new_value: float, latency: dict[str, Any]):
-    """Decide (test metric, then latency budget), tag the new version with the figures, move the alias if it wins.
-
-    Returns the decision and the version that held the alias before.
-    """
+def register_version(params, scorer, study: dict[str, Any], evaluation: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The version for models/model: the existing one with identical files (said), else a new one; and its latency."""
     from mlflow import MlflowClient
 
-    client = MlflowClient()
-    metric_tag = METRIC_TAG.format(metric=register.metric)
-    current_version, current_value = current_champion(client, register.model_name, register.alias, metric_tag)
-    decision = decide_champion(new_value, current_version, current_value)
-    decision = within_latency_budget(decision, latency["p95_ms_one_pair"], register.max_p95_ms)
-    tags = {metric_tag: str(decision.new_value), "champion.decision": decision.reason}
-    tags.update({f"latency.{key}": str(value) for key, value in latency.items()})
-    for key, value in tags.items():
-        client.set_model_version_tag(register.model_name, version, key, value)
-    if decision.promote:
-        client.set_registered_model_alias(register.model_name, register.alias, version)
-    return decision, current_version
+    from pipeline.champion import recorded_latency
+    from pipeline.registry import file_hashes, files_digest, version_with_files
+
+    client, name = MlflowClient(), params.register.model_name
+    hashes = file_hashes(MODEL_DIR)  # refuses pickle files before anything is logged
+    existing = version_with_files(client, name, files_digest(hashes))
+    recorded = recorded_latency(client.get_model_version(name, existing).tags) if existing else None
+    latency = recorded or candidate_latency(MODEL_DIR, load_serve_settings())  # none recorded: a killed register
+    if existing:
+        print(f"register: {MODEL_DIR} has the same files as {name} v{existing} (digest {files_digest(hashes)}): no new version")
+        return existing, latency
+    metrics = {**run_metrics(evaluation), **{f"latency_{key}": value for key, value in latency.items() if key != "runtime"}}
+    return log_and_register(scorer, MODEL_DIR, study["best_run_id"], metrics, name, hashes), latency
 
 
 def publish_model_card(params, version: str, settings, study: dict[str, Any], evaluation: dict[str, Any]) -> str:
@@ -193,48 +151,48 @@ def publish_model_card(params, version: str, settings, study: dict[str, Any], ev
 
 def main() -> None:
     import mlflow
+    from mlflow import MlflowClient
 
+    from pipeline.champion import compare_with_champion, read_test_pairs, record_decision
+    from pipeline.promotion import outside_experiments, within_latency_budget
+    from pipeline.registry import champion_version
     from pipeline.scoring import PairScorer
-    from pipeline.tracking import mlflow_tracking_uri
+    from pipeline.tracking import log_split_datasets, mlflow_tracking_uri
 
     params = load_params()
+    register = params.register
     mlflow.set_tracking_uri(mlflow_tracking_uri(params.mlflow.tracking_uri, Path.cwd()))
     study = json.loads(STUDY_REPORT.read_text(encoding="utf-8"))
     evaluation = json.loads(METRICS.read_text(encoding="utf-8"))
-    test_metrics = evaluation["test"]
-    metric = params.register.metric
-    if test_metrics.get(metric) is None:
-        raise PipelineError(f"{METRICS}: test {metric} is undefined; not registering")
+    if evaluation["test"].get(register.metric) is None:
+        raise PipelineError(f"{METRICS}: test {register.metric} is undefined; not registering")
+    test = read_test_pairs(PREDICTIONS)
+    champion = champion_version(MlflowClient(), register.model_name, register.alias)  # before anything is written
     scorer = PairScorer.from_folder(MODEL_DIR)
-    latency = candidate_latency(MODEL_DIR, load_serve_settings())
-    latency_metrics = {f"latency_{key}": value for key, value in latency.items() if key != "runtime"}
-    registered = log_and_register(
-        scorer,
-        MODEL_DIR,
-        study["best_run_id"],
-        {**run_metrics(evaluation), **latency_metrics},
-        params.register.model_name,
-    )
-    version = str(registered.version)  # MLflow 3 returns an int
+    version, latency = register_version(params, scorer, study, evaluation)
     publish_model_card(params, version, scorer.settings, study, evaluation)
-    decision, current_version = apply_champion_rule(params.register, version, float(test_metrics[metric]), latency)
+    decision = compare_with_champion(register, champion, version, test, evaluation["threshold"])
+    decision = outside_experiments(decision, os.environ.get("DVC_EXP_NAME"), register.promote_experiments)
+    decision = within_latency_budget(decision, latency["p95_ms_one_pair"], register.max_p95_ms)
+    record_decision(register, version, decision, latency)
     with mlflow.start_run(run_id=study["best_run_id"]):
         mlflow.set_tags({"champion.decision": decision.reason, "registered_version": version})
-    champion_version = version if decision.promote else current_version
+        log_split_datasets(Path.cwd())  # the test split too: the registered run was scored on it
+    champion_now = version if decision.promote else champion
     write_json(
         REGISTER_REPORT,
         {
-            "model_name": params.register.model_name,
+            "model_name": register.model_name,
             "version": version,
-            "alias": params.register.alias,
-            "champion_version": champion_version,
-            "champion_uri": f"models:/{params.register.model_name}@{params.register.alias}",
+            "alias": register.alias,
+            "champion_version": champion_now,
+            "champion_uri": f"models:/{register.model_name}@{register.alias}",
             "decision": asdict(decision),
             "latency": latency,
             "run_id": study["best_run_id"],
         },
     )
-    print(f"register: {params.register.model_name} v{version}: {decision.reason}; champion is v{champion_version}")
+    print(f"register: {register.model_name} v{version}: {decision.reason}; champion is v{champion_now}")
 
 
 if __name__ == "__main__":

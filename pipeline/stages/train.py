@@ -15,8 +15,9 @@ from pathlib import Path
 
 from pipeline.config import Params, load_params
 from pipeline.errors import PipelineError, run_stage
-from pipeline.models import replace_folder
+from pipeline.models import ModelSettings
 from pipeline.paths import CLEAN_DIR, MODEL_DIR, STUDY_REPORT, TRAIN_HISTORY, TRAIN_METRICS, TRIAL_DIR_PREFIX
+from pipeline.swap import replace_folder
 from pipeline.tables import read_jsonl, split_path, write_json
 
 MODULE = "pipeline.stages.train"  # how workers and data-parallel ranks start this stage again
@@ -26,7 +27,7 @@ def install_model(trial_folder: Path, target: Path, choice: str, seed: int):
     """Copy the best trial's model into place with its score calibration fitted on the validation split.
 
     The map is fitted on the model's raw scores through the one scoring path (pipeline.scoring), so what it
-    corrects is exactly what evaluate and the service compute.
+    corrects is exactly what evaluate and the service compute; `auto` judges it at the model's own threshold.
     """
     import shutil
 
@@ -42,7 +43,8 @@ def install_model(trial_folder: Path, target: Path, choice: str, seed: int):
         shutil.copytree(trial_folder, staging)
         scorer = PairScorer.from_folder(staging)
         raw = scorer.raw_scores([(r["sentence1"], r["sentence2"]) for r in records])
-        result["calibration"] = calibrate(raw, np.array([r["score"] for r in records], dtype=np.float64), choice, seed)
+        gold = np.array([r["score"] for r in records], dtype=np.float64)
+        result["calibration"] = calibrate(raw, gold, choice, scorer.settings.threshold, seed)
         result["calibration"].save(staging)
 
     replace_folder(target, fill)
@@ -57,10 +59,19 @@ def train_stage(params: Params) -> None:
     from pipeline.study.workers import stage_command
 
     handles, best = run_study(params, stage_command(MODULE))
-    study = handles.study
     best_folder = handles.context.trials_dir / f"{TRIAL_DIR_PREFIX}{best.number}"
+    study = handles.study
     if not (best_folder / "model.safetensors").is_file():
-        raise PipelineError(f"study {study.study_name}: best trial {best.number} has no saved model at {best_folder}")
+        raise PipelineError(
+            f"study {study.study_name}: best trial {best.number} has no saved model at {best_folder} "
+            "(trial models are kept under studies/; to train again, delete the study or change study.name)"
+        )
+    trained_at = ModelSettings.load(best_folder).threshold
+    if trained_at != params.evaluate.threshold:  # a reused study whose name does not cover the threshold
+        raise PipelineError(
+            f"study {study.study_name}: its trials were validated at threshold {trained_at} but evaluate.threshold is "
+            f"{params.evaluate.threshold}: dvc.yaml's train stage must list evaluate.threshold (it names the study)"
+        )
     calibration = install_model(best_folder, MODEL_DIR, params.train.calibration, params.train.seed)
     write_json(TRAIN_HISTORY, best.user_attrs.get("history", []))
     write_json(TRAIN_METRICS, reports.study_metrics(study, best, calibration))

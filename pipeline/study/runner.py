@@ -11,19 +11,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import PipelineError
-from pipeline.heads import HEADS, TrainingPairs
+from pipeline.heads import TrainingPairs, check_head_params
 from pipeline.models import ModelSettings, resolve_model_source
 from pipeline.paths import BASE_DIR, CLEAN_DIR, STUDIES_DIR
 from pipeline.study import reports, storage
 from pipeline.study.budget import TrialBudget
+from pipeline.study.identity import study_identity
 from pipeline.study.objective import StudyContext
-from pipeline.study.space import baseline_trial_params, pick_best_trial, study_config_hash
+from pipeline.study.space import baseline_trial_params, pick_best_trial
 from pipeline.study.trials import run_trials
 from pipeline.study.workers import start_workers
 from pipeline.tables import split_path
 
 if TYPE_CHECKING:
     from pipeline.config import Params
+
+IDENTITY_COVERS = "params, data, base model, tokenized data and train code"
 
 
 @dataclass
@@ -37,15 +40,20 @@ class StudyHandles:
 
 
 def study_name_and_tags(params: Params, root: Path) -> tuple[str, dict[str, str]]:
-    """The stored study's name (<study.name>-<config hash>) and the tags of its MLflow runs (parent and trials):
-    the study, the params hash and the data lineage (pipeline.tracking.lineage_tags)."""
+    """The stored study's name (<study.name>-<identity digest>) and the tags of its MLflow runs (parent and trials):
+    the study, its identity (params, data, base model, tokenized data, code: pipeline.study.identity) and the
+    data lineage (pipeline.tracking.lineage_tags)."""
     from pipeline.tracking import git_commit, lineage_tags
 
-    lineage = lineage_tags(root)
-    config_hash = study_config_hash(params, {key: lineage[key] for key in ("data.train.md5", "data.validation.md5")})
-    study_name = f"{params.study.name}-{config_hash}"
-    tags = {storage.STUDY_NAME_TAG: study_name, "git_commit": git_commit(root), "dvc_params_hash": config_hash}
-    return study_name, {**tags, **lineage}
+    identity = study_identity(params, root)
+    study_name = f"{params.study.name}-{identity.digest}"
+    tags = {
+        storage.STUDY_NAME_TAG: study_name,
+        "git_commit": git_commit(root),
+        "dvc_params_hash": identity.params_digest,
+        "study.identity": identity.digest,
+    }
+    return study_name, {**tags, **lineage_tags(root)}
 
 
 def nli_triplets(wanted: int | None):
@@ -61,7 +69,7 @@ def nli_triplets(wanted: int | None):
 
 def study_context(params: Params, study_name: str, tags: dict[str, str]) -> StudyContext:
     """What every trial needs (the parent run id is filled in once the parent run exists)."""
-    head, pairs_cache = HEADS[params.model.head], {}
+    head, pairs_cache = check_head_params(params.model, params.train), {}
 
     def pairs_for_model(name: str) -> TrainingPairs:
         if name not in pairs_cache:
@@ -74,7 +82,11 @@ def study_context(params: Params, study_name: str, tags: dict[str, str]) -> Stud
         model=params.model,
         pairs_for_model=pairs_for_model,
         settings_for_model=lambda name: ModelSettings(
-            head=params.model.head, base_model=name, hangul_only=params.preprocess.hangul_only, prefix=params.model.prefix
+            head=params.model.head,
+            base_model=name,
+            hangul_only=params.preprocess.hangul_only,
+            prefix=params.model.prefix,
+            threshold=params.evaluate.threshold,  # the one place evaluate.threshold enters a model
         ),
         resolve=lambda name: str(BASE_DIR) if name == params.model.name else resolve_model_source(name),
         trials_dir=STUDIES_DIR / study_name,
@@ -117,12 +129,15 @@ def run_missing_trials(handles: StudyHandles, params: Params, worker_command: Se
     """The trials the budget still misses: shared with local workers, then any that died are retried here."""
     study, context = handles.study, handles.context
     budget = TrialBudget.of(study, params.study.n_trials, params.study.workers)
-    print(
-        f"train: study {study.study_name}: {budget.finished} of {budget.target} trials finished; "
-        f"MLflow run {context.parent_run_id}; {params.study.workers} worker(s)"
-    )
+    name, run = study.study_name, context.parent_run_id
+    print(f"train: study {name}: {budget.finished} of {budget.target} trials finished; MLflow run {run}")
     if budget.complete:
+        print(f"train: reusing its finished trials, no training: same identity ({IDENTITY_COVERS})")
         return
+    if budget.finished:
+        print(f"train: resuming: same identity ({IDENTITY_COVERS}); {budget.target - budget.finished} trial(s) to run")
+    else:
+        print(f"train: a new study (no stored study has this identity: {IDENTITY_COVERS}); {params.study.workers} worker(s)")
     quotas = [budget.quota(index) for index in range(budget.worker_count)]
     workers = start_workers(worker_command, quotas, context.parent_run_id)
     run_trials(study, context, quotas[0])
@@ -138,6 +153,8 @@ def run_study(params: Params, worker_command: Sequence[str]) -> tuple[StudyHandl
     """Run the study's missing trials under its MLflow parent run; returns the handles and the best trial."""
     import mlflow
 
+    from pipeline.tracking import STUDY_SPLITS, log_split_datasets
+
     handles = connect_study(params, Path.cwd())
     study = handles.study
     if not study.get_trials(deepcopy=False):
@@ -150,6 +167,7 @@ def run_study(params: Params, worker_command: Sequence[str]) -> tuple[StudyHandl
         tags=None if parent_run_id else {**handles.tags, storage.STUDY_ROLE_TAG: "study"},
     ) as parent:
         handles.context.parent_run_id = parent.info.run_id
+        log_split_datasets(Path.cwd(), STUDY_SPLITS)  # the study's row in the runs table shows its data too
         run_missing_trials(handles, params, worker_command)
         for run_id in storage.close_orphaned_runs(study):
             print(f"train: closed MLflow run {run_id} of a trial whose process died (retried with the same params)")

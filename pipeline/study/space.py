@@ -1,4 +1,4 @@
-"""The study's search space, its first trial, its winner rule and what names a study."""
+"""The study's search space, its first trial and its winner rule (what names a study: identity.py)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pipeline.config import Params, SearchSpace, TrainParams
-
-# Params that do not change what a trial computes: changing them resumes the same study.
-NOT_IN_STUDY_HASH = {
-    "train": {"calibration"},  # fitted after the study
-    "study": {"n_trials", "timeout_seconds", "storage", "workers"},
-}
-
+    from pipeline.config import SearchSpace, TrainParams
 
 @dataclass(frozen=True)
 class TrialSetup:
@@ -21,26 +14,6 @@ class TrialSetup:
 
     train: TrainParams
     model_name: str
-
-
-def study_config_hash(params: Params, data_md5: dict[str, str]) -> str:
-    """The hash of every param and data file that changes what a trial computes: a new hash starts a new study
-    (data_md5: the MD5s of the splits the trials read, so new data never resumes a study of the old)."""
-    from pipeline.tracking import params_hash
-
-    def section(name: str) -> dict[str, Any]:
-        values = getattr(params, name).model_dump()
-        return {key: value for key, value in values.items() if key not in NOT_IN_STUDY_HASH.get(name, set())}
-
-    return params_hash(
-        {
-            "model": section("model"),
-            "train": section("train"),
-            "study": section("study"),
-            "hangul_only": params.preprocess.hangul_only,
-            "data": data_md5,
-        }
-    )
 
 
 def suggest_trial_setup(trial, search: SearchSpace, base: TrainParams, model_name: str) -> TrialSetup:

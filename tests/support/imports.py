@@ -111,3 +111,39 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if module not in state:
             visit(module, [module])
     return found
+
+
+def rewrite_dvc_deps(root: Path, extra_entries: dict[str, list[str]]) -> str:
+    """dvc.yaml's text with each stage's code deps replaced by its import closure (data deps and the rest kept):
+    `python -c "from tests.support.imports import main; main()"` after an import changed."""
+    import re
+
+    import yaml
+
+    text = (root / "dvc.yaml").read_text(encoding="utf-8")
+    stages = yaml.safe_load(text)["stages"]
+    out, stage, in_deps = [], None, False
+    for line in text.splitlines():
+        if match := re.fullmatch(r"  (\w+):", line):
+            stage, in_deps = match.group(1), False
+        if stage and line == "    deps:":
+            in_deps = True
+            module = re.fullmatch(r"python -m ([\w.]+)", stages[stage]["cmd"]).group(1)
+            out.append(line)
+            out += [f"      - {dep}" for dep in compact(import_closure(root, [module, *extra_entries.get(stage, [])]), root)]
+            continue
+        if in_deps and line.startswith("      - "):
+            dep = line.removeprefix("      - ").split("#")[0].strip()
+            if (dep.startswith(("pipeline", "serving/")) and not dep.endswith(".html")) or dep == "service.py":
+                continue
+        elif in_deps and not line.startswith("      "):
+            in_deps = False
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    from tests.test_architecture import EXTRA_ENTRIES
+
+    root = Path(__file__).resolve().parents[2]
+    (root / "dvc.yaml").write_text(rewrite_dvc_deps(root, EXTRA_ENTRIES), encoding="utf-8")
