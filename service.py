@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -27,15 +28,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one process per work
 
 import bentoml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, StringConstraints
-from starlette.applications import Starlette
-from starlette.responses import HTMLResponse, PlainTextResponse
-from starlette.routing import Route
 
 from pipeline.config import SERVE_ENV_PREFIX, load_serve_settings
 from pipeline.metrics import MAX_SCORE, SCORE_BUCKETS, TOKEN_BUCKETS
 from pipeline.paths import MODEL_CARD_FILE, PAIR_FOLDER  # where the pair-model folder lies inside the BentoML model
 from serving.contract import VISIBLE_TEXT, documented_spec
-from serving.guard import RequestGuard, content_security_policy
+from serving.demo import MODEL_CARD, demo_app
+from serving.guard import RequestGuard
+from serving.isolation import PairFailure, answers_of, raise_failures, refuse_poison, score_isolated
 
 HERE = Path(__file__).resolve().parent
 SETTINGS = load_serve_settings(HERE / "params.yaml")
@@ -51,7 +51,6 @@ EXAMPLE_PAIR = {"sentence1": "오늘 날씨가 정말 좋네요.", "sentence2": 
 EXAMPLE_PAIRS = [EXAMPLE_PAIR, {"sentence1": "숙소 위치가 역에서 가까워요.", "sentence2": "이 정책은 내년부터 시행됩니다."}]
 API_KEY_VARIABLE = "KSTS_SERVE_API_KEY"  # set: every API needs Authorization: Bearer <key> (health and metrics stay open)
 MODEL_HEADERS: dict[str, str] = {}  # filled once the model is loaded; added to every response by RequestGuard
-MODEL_CARD: dict[str, str] = {}  # the packaged model's card (text), once loaded; GET /demo/model-card
 OVERLOADED = json.dumps(
     {"error": f"over capacity: this request would wait more than {SETTINGS.max_latency_ms} ms in the batch queue; retry later"}
 ).encode()
@@ -127,23 +126,7 @@ def to_result(score: float, threshold: float) -> Similarity:
     return Similarity(score=score, similar=score >= threshold, probability=score / MAX_SCORE)
 
 
-DEMO_PAGE = (HERE / "serving" / "demo.html").read_text(encoding="utf-8")
-DEMO_CSP = content_security_policy(DEMO_PAGE)  # its inline script and style by hash; no other source
-
-
-async def demo_page(_request) -> HTMLResponse:
-    """The demo page: two sentences in, the score and the verdict out (no external assets)."""
-    return HTMLResponse(DEMO_PAGE, headers={"Content-Security-Policy": DEMO_CSP})
-
-
-async def model_card(_request) -> PlainTextResponse:
-    """The packaged model's card (Markdown, written by the register stage)."""
-    if "text" not in MODEL_CARD:
-        return PlainTextResponse("this model was packaged without a model card", status_code=404)
-    return PlainTextResponse(MODEL_CARD["text"], media_type="text/markdown; charset=utf-8")
-
-
-demo_app = Starlette(routes=[Route("/", demo_page), Route("/model-card", model_card)])
+Answers = answers_of(Similarity)  # a failed pair fails its own request only (serving/isolation.py)
 
 
 @bentoml.asgi_app(demo_app, path="/demo", name="demo")
@@ -200,14 +183,20 @@ class KoreanSimilarity:
             SETTINGS.batching,
         )
 
-    def _score(self, pairs: list[Pair]) -> list[Similarity]:
-        scores = self.scorer.score([(p.sentence1, p.sentence2) for p in pairs], batch_size=SETTINGS.forward_batch_size)
+    def _score(self, pairs: list[Pair]) -> list[Similarity | PairFailure]:
+        """Each pair's answer; a pair whose forward pass fails even alone gets a PairFailure, the others their scores."""
+        scores = score_isolated(self._forward, [(p.sentence1, p.sentence2) for p in pairs])
         self._count_cache_lookups()
-        for score in scores:
-            PREDICTED_SCORES.observe(float(score))
+        answered = [score for score in scores if not isinstance(score, PairFailure)]
+        for score in answered:
+            PREDICTED_SCORES.observe(score)
         for tokens in self.scorer.sentence_tokens([text for p in pairs for text in (p.sentence1, p.sentence2)]):
             INPUT_TOKENS.observe(tokens)
-        return [to_result(score, self.scorer.settings.threshold) for score in scores]
+        return [score if isinstance(score, PairFailure) else to_result(score, self.scorer.settings.threshold) for score in scores]
+
+    def _forward(self, pairs: list[tuple[str, str]]) -> Sequence[float]:
+        refuse_poison(pairs)  # tests only: KSTS_SERVE_TEST_POISON, unset in production
+        return self.scorer.score(pairs, batch_size=SETTINGS.forward_batch_size)
 
     def _count_cache_lookups(self) -> None:
         """The embedding cache's new hits and misses onto /metrics (bi head with serve.embedding_cache_size > 0)."""
@@ -220,9 +209,9 @@ class KoreanSimilarity:
         self.cache_counts = (hits, misses)
 
     @bentoml.api(batchable=SETTINGS.batching, max_batch_size=SETTINGS.max_batch_size, max_latency_ms=SETTINGS.max_latency_ms)
-    def similarity_batch(self, pairs: PairList) -> list[Similarity]:
+    def similarity_batch(self, pairs: PairList) -> Answers:
         """Scores for a list of sentence pairs, in order. Concurrent requests are batched together."""
-        return self._score(pairs)
+        return self._score(pairs)  # BentoML splits the answers per request, then validates each: Answers
 
     @bentoml.api
     def similarity(self, sentence1: FirstSentence, sentence2: SecondSentence) -> Similarity:
@@ -231,7 +220,7 @@ class KoreanSimilarity:
         Answered on its own (one forward pass). Under concurrent load send pairs to similarity_batch, even one
         at a time: that API shares forward passes between concurrent requests.
         """
-        return self._score([Pair(sentence1=sentence1, sentence2=sentence2)])[0]
+        return raise_failures(self._score([Pair(sentence1=sentence1, sentence2=sentence2)]))[0]
 
 
 API_PATHS = ("/similarity", "/similarity_batch")

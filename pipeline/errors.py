@@ -22,6 +22,10 @@ class DataError(PipelineError):
     """A data file is unparseable or a row breaks the schema; the message names file and row."""
 
 
+class UnscorableInput(ValueError):
+    """The model cannot score this input: a fault of the input, not of the code (the service answers it with 400)."""
+
+
 STORAGE_FULL = {
     errno.ENOSPC: "the disk is full",
     errno.EDQUOT: "the disk quota is used up",

@@ -48,6 +48,27 @@ def load_tokenizer(source: str, lowercase: bool | None = None):
         raise ConfigError(f"cannot load a tokenizer from {source!r}: {error}") from error
 
 
+def input_token_limit(folder: str | Path, tokenizer) -> int:
+    """Where every runtime truncates an input of the saved pair model in folder (the one home of that length).
+
+    The length training saved with the tokenizer (model.max_length), capped at the encoder's position embeddings
+    exactly as sentence-transformers caps it when it loads a saved bi-encoder: the torch path, the ONNX graphs and
+    training then read the same tokens.
+    """
+    config = Path(folder) / "config.json"
+    positions = json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings") if config.is_file() else None
+    if positions is None or positions == -1:  # -1: no limit (xlnet), as sentence-transformers reads it
+        return tokenizer.model_max_length
+    return min(tokenizer.model_max_length, positions)
+
+
+def load_model_tokenizer(folder: str | Path):
+    """A saved pair model's tokenizer whose model_max_length is input_token_limit: tokenize with truncation=True."""
+    tokenizer = load_tokenizer(str(folder))
+    tokenizer.model_max_length = input_token_limit(folder, tokenizer)
+    return tokenizer
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     """What scoring needs to know about a saved pair model, stored beside its weights."""

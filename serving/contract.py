@@ -39,7 +39,7 @@ ERROR_SCHEMA = {
     },
 }
 ERROR_STATUSES = {
-    400: "The body is not valid JSON or breaks the input schema",
+    400: "The body is not valid JSON, breaks the input schema, or holds a pair the model refused (unscorable_input)",
     401: "Missing or wrong API key (only when KSTS_SERVE_API_KEY is set)",
     408: "The body did not arrive within serve.body_timeout_seconds",
     413: "The body is larger than serve.max_request_bytes",

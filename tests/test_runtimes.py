@@ -111,6 +111,12 @@ def test_the_embedding_cache_evicts_the_least_recent_and_counts(bi_folder):
     assert (cache.hits, cache.misses) == (2, 5) and list(cache.entries) == ["라", "다", "가"]
 
 
+def test_the_embedding_cache_keeps_copies_of_rows_not_views_of_the_batch_array(bi_folder):
+    cache = EmbeddingCache(load_bi_encoder(str(bi_folder)), size=10)
+    cache.encode(["가", "나", "다"])
+    assert all(vector.base is None for vector in cache.entries.values())  # a view would keep the whole batch alive
+
+
 def test_a_scorer_with_a_cache_scores_like_one_without(bi_folder):
     plain = PairScorer.from_folder(bi_folder).score(PAIRS)
     cached = PairScorer.from_folder(bi_folder, cache_size=100)

@@ -15,7 +15,7 @@ import numpy as np
 from pipeline.errors import ConfigError
 from pipeline.heads.base import Head, LoadedModel, TrainingJob, TrainingPairs, training_arguments
 from pipeline.heads.cosine import pairwise_cosine, scores_from_cosine
-from pipeline.models import tokenizer_overrides
+from pipeline.models import input_token_limit, tokenizer_overrides
 from pipeline.paths import CLEAN_DIR
 from pipeline.tables import split_path
 
@@ -99,6 +99,7 @@ class BiHead(Head):
 
     def load(self, folder: str | Path) -> LoadedModel:
         model = load_bi_encoder(str(folder))
+        model.max_seq_length = input_token_limit(folder, model.tokenizer)  # the length every runtime truncates at
         return LoadedModel(model, model.tokenizer)
 
     def save(self, model, tokenizer, folder: Path) -> None:

@@ -38,7 +38,8 @@ class EmbeddingCache:
             self.hits += len(sentences) - len(missing)
         if missing:
             vectors = self.encoder.encode(missing, batch_size=batch_size, convert_to_numpy=True, **kwargs)
-            computed = dict(zip(missing, vectors, strict=True))
+            # copies: a row of the batch's array is a view that would keep the whole batch array alive in the cache
+            computed = {sentence: vector.copy() for sentence, vector in zip(missing, vectors, strict=True)}
             with self._lock:
                 for sentence, vector in computed.items():
                     self.entries[sentence] = vector

@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.errors import ConfigError
 from pipeline.heads.base import Head, LoadedModel, TrainingJob, TrainingPairs, training_arguments
 from pipeline.metrics import MAX_SCORE, similarity_metrics
-from pipeline.models import load_tokenizer, resolve_model_source
+from pipeline.models import load_model_tokenizer, load_tokenizer, resolve_model_source
 from pipeline.paths import CLEAN_DIR, TOKENIZED_PAIRS, TOKENIZER_DIR
 from pipeline.tables import split_path
 from pipeline.text import with_prefix
@@ -125,7 +125,7 @@ class PairHead(Head):
         )
 
     def load(self, folder: str | Path) -> LoadedModel:
-        return LoadedModel(load_sequence_classifier(str(folder)), load_tokenizer(str(folder)))
+        return LoadedModel(load_sequence_classifier(str(folder)), load_model_tokenizer(folder))
 
     def save(self, model, tokenizer, folder: Path) -> None:
         model.save_pretrained(str(folder), safe_serialization=True)
