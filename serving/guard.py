@@ -11,6 +11,8 @@ import hmac
 import json
 import re
 
+from serving.logs import log_client_error, log_client_errors_in_one_line, request_id
+
 OPENAPI_PATH = "/docs.json"  # where BentoML serves it (Swagger UI at / reads it)
 FORM_TYPES = (b"multipart/", b"application/x-www-form-urlencoded")
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
@@ -42,7 +44,9 @@ class RequestGuard:
     - refuses form bodies (multipart, urlencoded) on the APIs with 415: they take JSON only;
     - serves the OpenAPI document (/docs.json) that openapi_document() builds, once, on first request;
     - adds the model headers the service fills (X-Model-Name / -Version / -Runtime / -Threshold /
-      -Registry-Version), X-Content-Type-Options and Referrer-Policy to every response.
+      -Registry-Version), X-Content-Type-Options and Referrer-Policy to every response;
+    - logs each of its refusals in one line with BentoML's request id (also its X-BentoML-Request-ID header, as
+      on BentoML's own answers), and makes BentoML log its client errors in one line too (serving/logs.py).
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class RequestGuard:
         self.on_stalled = on_stalled
         self.bearer = f"Bearer {api_key}".encode() if api_key else None  # None: the APIs are open (bound to 127.0.0.1)
         self.retry_after = str(retry_after_seconds).encode()
+        log_client_errors_in_one_line()  # in the worker that serves: the guard is built there
 
     def _model_headers(self) -> list[tuple[bytes, bytes]]:
         return [(key.lower().encode(), value.encode()) for key, value in self.model_headers.items()] + SECURITY_HEADERS
@@ -79,8 +84,12 @@ class RequestGuard:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
         return {"type": "http.response.start", "status": status, "headers": headers + self._model_headers()}
 
-    async def _refuse(self, send, status: int, message: str, extra: list[tuple[bytes, bytes]] = ()) -> None:
+    async def _refuse(self, scope, send, status: int, message: str, extra: list[tuple[bytes, bytes]] = ()) -> None:
+        """Answer a client error with {"error": message}, logged in one line (the message never quotes the input)."""
+        log_client_error(status, scope["method"], scope["path"], message)
         body = json.dumps({"error": message}).encode()
+        known = request_id()
+        extra = [*extra, (b"x-bentoml-request-id", known.encode())] if known != "-" else extra
         await send(self._json_start(status, body, extra))
         await send({"type": "http.response.body", "body": body})
 
@@ -107,7 +116,7 @@ class RequestGuard:
 
         headers = dict(scope.get("headers", []))
         if is_api and not self._authorized(headers):
-            await self._refuse(send, 401, "missing or wrong API key: send the header Authorization: Bearer <key>")
+            await self._refuse(scope, send, 401, "missing or wrong API key: send the header Authorization: Bearer <key>")
             return
         if scope.get("path") == OPENAPI_PATH and scope["method"] in ("GET", "HEAD"):
             document = self.openapi_document()
@@ -116,20 +125,20 @@ class RequestGuard:
             return
         if is_api and headers.get(b"content-type", b"").lower().startswith(FORM_TYPES):
             # The APIs take JSON only; BentoML's multipart parser answered 500 to a broken part.
-            await self._refuse(send, 415, "the APIs take a JSON body (content-type: application/json), not a form")
+            await self._refuse(scope, send, 415, "the APIs take a JSON body (content-type: application/json), not a form")
             return
         length = headers.get(b"content-length")
         if not is_api:
             await self.app(scope, receive, send_with_headers)
             return
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._refuse(send, 413, f"request body is {length.decode()} bytes; the limit is {self.max_bytes}")
+            await self._refuse(scope, send, 413, f"request body is {length.decode()} bytes; the limit is {self.max_bytes}")
             return
-        replay = await self._read_body(receive, send)
+        replay = await self._read_body(scope, receive, send)
         if replay is not None:
             await self.app(scope, replay, send_with_headers)
 
-    async def _read_body(self, receive, send):
+    async def _read_body(self, scope, receive, send):
         """The whole body, within the size limit and the deadline: a receive() that replays it, or None once refused."""
         chunks, size, more = [], 0, True
         deadline = asyncio.get_running_loop().time() + self.body_timeout
@@ -140,7 +149,7 @@ class RequestGuard:
             except TimeoutError:
                 self.on_stalled()
                 await self._refuse(
-                    send, 408, f"request body not received within {self.body_timeout:g} s", [(b"connection", b"close")]
+                    scope, send, 408, f"request body not received within {self.body_timeout:g} s", [(b"connection", b"close")]
                 )
                 return None
             if message["type"] != "http.request":
@@ -149,7 +158,8 @@ class RequestGuard:
             size += len(chunks[-1])
             more = message.get("more_body", False)
             if size > self.max_bytes:
-                await self._refuse(send, 413, f"request body is more than {self.max_bytes} bytes; the limit is {self.max_bytes}")
+                message = f"request body is more than {self.max_bytes} bytes; the limit is {self.max_bytes}"
+                await self._refuse(scope, send, 413, message)
                 return None
         replayed = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
         sent = False

@@ -45,17 +45,24 @@ def log_study_summary(study, best) -> None:
     mlflow.log_metrics({f"best_val_{key}": value for key, value in best.user_attrs["validation"].items()})
     mlflow.log_dict({"number": best.number, "params": best.params, "value": best.value}, "best_trial.json")
     mlflow.log_dict({"trials": trials_table(study)}, "trials.json")
+    import warnings
+
     import matplotlib
+    from optuna.exceptions import ExperimentalWarning
 
     matplotlib.use("Agg")  # files only, no display
     from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
-    mlflow.log_figure(plot_optimization_history(study).figure, "plots/optimization_history.png")
-    if len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))) >= 2:
-        try:
-            mlflow.log_figure(plot_param_importances(study).figure, "plots/param_importances.png")
-        except (ValueError, RuntimeError) as error:  # importances need varied params among complete trials
-            mlflow.set_tag("plots.param_importances_skipped", str(error)[:250])
+    with warnings.catch_warnings():
+        # optuna marks its matplotlib plots experimental (the interface may change), once per call; we call them as
+        # documented, and a change would fail here, in the tests. Other warnings stay visible.
+        warnings.filterwarnings("ignore", r".*\bplot_\w+ is experimental", ExperimentalWarning)
+        mlflow.log_figure(plot_optimization_history(study).figure, "plots/optimization_history.png")
+        if len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))) >= 2:
+            try:
+                mlflow.log_figure(plot_param_importances(study).figure, "plots/param_importances.png")
+            except (ValueError, RuntimeError) as error:  # importances need varied params among complete trials
+                mlflow.set_tag("plots.param_importances_skipped", str(error)[:250])
 
 
 def study_metrics(study, best, calibration) -> dict[str, Any]:
