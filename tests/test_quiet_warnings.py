@@ -44,7 +44,8 @@ def test_the_study_plots_show_no_experimental_warning(tmp_path):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(objective, n_trials=4)
-    with mlflow.start_run(), warnings.catch_warnings(record=True) as caught:
+    experiment_id = mlflow.create_experiment("quiet-warnings")  # explicit: an earlier test may leave another active
+    with mlflow.start_run(experiment_id=experiment_id), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         log_study_summary(study, study.best_trial)
         artifacts = {item.path for item in mlflow.MlflowClient().list_artifacts(mlflow.active_run().info.run_id, "plots")}
