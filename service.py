@@ -29,13 +29,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one process per work
 import bentoml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, StringConstraints
 
-from pipeline.config import SERVE_ENV_PREFIX, load_serve_settings
-from pipeline.metrics import MAX_SCORE, SCORE_BUCKETS, TOKEN_BUCKETS
-from pipeline.paths import MODEL_CARD_FILE, PAIR_FOLDER  # where the pair-model folder lies inside the BentoML model
 from serving.contract import VISIBLE_TEXT, documented_spec
 from serving.demo import MODEL_CARD, demo_app
 from serving.guard import RequestGuard
 from serving.isolation import PairFailure, answers_of, raise_failures, refuse_poison, score_isolated
+from serving.pair_model import MODEL_CARD_FILE, ONNX_GRAPHS, PAIR_FOLDER  # PAIR_FOLDER: the model's folder in the store
+from serving.scale import MAX_SCORE, SCORE_BUCKETS, TOKEN_BUCKETS
+from serving.settings import SERVE_ENV_PREFIX, load_serve_settings
 
 HERE = Path(__file__).resolve().parent
 SETTINGS = load_serve_settings(HERE / "params.yaml")
@@ -143,21 +143,24 @@ class KoreanSimilarity:
     model_ref = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
-        import torch
-
-        from pipeline.scoring import PairScorer, pick_device
-
-        torch.set_num_threads(SETTINGS.torch_threads)
         stored = self.model_ref
-        self.device = pick_device(SETTINGS.device)
-        self.runtime = stored.info.labels.get("runtime", "torch")  # what the package stage chose behind its gate
-        self.scorer = PairScorer.from_folder(
-            stored.path_of(PAIR_FOLDER),
-            device=self.device,
-            runtime=self.runtime,
-            threads=SETTINGS.torch_threads,
-            cache_size=SETTINGS.embedding_cache_size,
-        )
+        self.runtime = stored.info.labels.get("runtime", "torch")  # what register chose behind its gate
+        folder = stored.path_of(PAIR_FOLDER)
+        if self.runtime in ONNX_GRAPHS:  # torch-free: a lean Bento ships neither torch nor the pipeline package
+            from serving.onnx_scorer import OnnxPairScorer
+
+            self.device = "cpu"
+            self.scorer = OnnxPairScorer.from_folder(folder, self.runtime, SETTINGS.torch_threads, SETTINGS.embedding_cache_size)
+        else:
+            import torch
+
+            from pipeline.scoring import PairScorer, pick_device
+
+            torch.set_num_threads(SETTINGS.torch_threads)
+            self.device = pick_device(SETTINGS.device)
+            self.scorer = PairScorer.from_folder(
+                folder, self.device, self.runtime, SETTINGS.torch_threads, SETTINGS.embedding_cache_size
+            )
         self.cache_counts = (0, 0)
         MODEL_HEADERS.update(
             {
@@ -179,7 +182,7 @@ class KoreanSimilarity:
             self.device,
             self.scorer.settings.head,
             self.runtime,
-            torch.get_num_threads(),
+            SETTINGS.torch_threads,
             SETTINGS.batching,
         )
 

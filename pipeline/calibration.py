@@ -10,41 +10,14 @@ map fitted on the other folds), so the decision is not made on the pairs the map
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 
 from pipeline.metrics import MAX_SCORE, similarity_metrics
-from pipeline.paths import CALIBRATION_FILE
+from serving.pair_model import Calibration
+
+__all__ = ["Calibration", "calibrate", "cross_fitted", "fit_map"]  # the map as scoring reads it: serving/pair_model.py
 
 FOLDS = 5
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """The fitted map (breakpoints) and whether scoring applies it, with the evidence for that choice."""
-
-    raw: list[float]  # increasing breakpoints of the raw score
-    calibrated: list[float]  # the calibrated score at each breakpoint
-    applied: bool
-    reason: str
-    validation: dict[str, Any] = field(default_factory=dict)  # metrics raw vs cross-fitted calibrated
-
-    def apply(self, raw_scores: np.ndarray) -> np.ndarray:
-        """Raw scores -> calibrated 0-5 scores (whether or not `applied`: evaluate reports both)."""
-        return np.interp(np.asarray(raw_scores, dtype=np.float64), self.raw, self.calibrated)
-
-    def save(self, folder: str | Path) -> None:
-        (Path(folder) / CALIBRATION_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
-
-    @classmethod
-    def load(cls, folder: str | Path) -> Calibration | None:
-        """The model folder's calibration, or None for a folder without one."""
-        path = Path(folder) / CALIBRATION_FILE
-        return cls(**json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
 
 
 def fit_map(raw_scores: np.ndarray, gold: np.ndarray) -> tuple[list[float], list[float]]:

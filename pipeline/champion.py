@@ -44,14 +44,12 @@ def read_test_pairs(path: Path) -> TestPairs:
 
 def rescore_version(model_name: str, version: str, pairs: list[tuple[str, str]]) -> tuple[np.ndarray | None, str | None]:
     """(scores, None) of a registered version on pairs, its files verified first; (None, why) when it cannot be."""
-    from pipeline.registry import download_pair_model, recorded_hashes, verify_files
+    from pipeline.registry import download_verified
     from pipeline.scoring import PairScorer
 
-    uri = f"models:/{model_name}/{version}"
     with tempfile.TemporaryDirectory(prefix="champion-") as staging:
         try:
-            folder = download_pair_model(uri, Path(staging) / "model")
-            verify_files(folder, recorded_hashes(model_name, version), uri)
+            folder = download_verified(model_name, version, Path(staging) / "model")
             return PairScorer.from_folder(folder).score(pairs), None
         except PipelineError as error:
             return None, str(error)
@@ -101,11 +99,3 @@ def record_decision(register: RegisterParams, version: str, decision: ChampionDe
         client.set_model_version_tag(register.model_name, version, key, value)
     if decision.promote:
         client.set_registered_model_alias(register.model_name, register.alias, version)
-
-
-def recorded_latency(tags: dict[str, str]) -> dict[str, Any] | None:
-    """The latency register measured for a version (its latency.* tags), or None when it has none."""
-    found = {key.removeprefix("latency."): value for key, value in tags.items() if key.startswith("latency.")}
-    if "p95_ms_one_pair" not in found:
-        return None
-    return {key: value if key == "runtime" else float(value) for key, value in found.items()}

@@ -7,14 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-# KLUE's own binary label ("similar" when the 0-5 score is at least 3.0) and the default of ModelSettings.threshold.
-# What decides "similar" in this pipeline is params.yaml evaluate.threshold, saved with each model (similarity.json).
-SIMILAR_AT = 3.0
-MAX_SCORE = 5.0  # scores run from 0 (unrelated) to 5 (same meaning)
-# Histogram buckets (upper bounds) of what the service answers and reads, on /metrics and in the analyze stage's
-# test-split distributions, so a deployment compares its traffic with the test split bucket by bucket.
-SCORE_BUCKETS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0)
-TOKEN_BUCKETS = (8, 12, 16, 24, 32, 48, 64, 96, 128, 256, 512)
+from serving.scale import MAX_SCORE, SCORE_BUCKETS, SIMILAR_AT, TOKEN_BUCKETS
+
+__all__ = [  # the scale's constants live with the service (serving/scale.py); the pipeline reads them from here too
+    "MAX_SCORE", "SCORE_BUCKETS", "SIMILAR_AT", "TOKEN_BUCKETS", "f1_at", "metrics_by_source", "similarity_metrics",
+]  # fmt: skip
 
 
 def f1_at(gold: np.ndarray, predicted: np.ndarray, threshold: float) -> float:

@@ -4,13 +4,15 @@ The heads (pipeline/heads/) load and save the models themselves."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline.errors import ConfigError
-from pipeline.metrics import SIMILAR_AT
-from pipeline.paths import SETTINGS_FILE
+from serving.pair_model import ModelSettings
+from serving.pair_model import input_token_limit as token_limit_of
+
+__all__ = [
+    "ModelSettings", "input_token_limit", "load_model_tokenizer", "load_tokenizer", "resolve_model_source", "tokenizer_overrides",
+]  # fmt: skip
 
 
 def resolve_model_source(name: str) -> str:
@@ -49,17 +51,8 @@ def load_tokenizer(source: str, lowercase: bool | None = None):
 
 
 def input_token_limit(folder: str | Path, tokenizer) -> int:
-    """Where every runtime truncates an input of the saved pair model in folder (the one home of that length).
-
-    The length training saved with the tokenizer (model.max_length), capped at the encoder's position embeddings
-    exactly as sentence-transformers caps it when it loads a saved bi-encoder: the torch path, the ONNX graphs and
-    training then read the same tokens.
-    """
-    config = Path(folder) / "config.json"
-    positions = json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings") if config.is_file() else None
-    if positions is None or positions == -1:  # -1: no limit (xlnet), as sentence-transformers reads it
-        return tokenizer.model_max_length
-    return min(tokenizer.model_max_length, positions)
+    """serving.pair_model.input_token_limit for a loaded transformers tokenizer."""
+    return token_limit_of(folder, tokenizer.model_max_length)
 
 
 def load_model_tokenizer(folder: str | Path):
@@ -67,24 +60,3 @@ def load_model_tokenizer(folder: str | Path):
     tokenizer = load_tokenizer(str(folder))
     tokenizer.model_max_length = input_token_limit(folder, tokenizer)
     return tokenizer
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    """What scoring needs to know about a saved pair model, stored beside its weights."""
-
-    head: str
-    base_model: str
-    hangul_only: bool
-    prefix: str = ""  # prepended to each sentence after normalization (e5: "query: "); folders before it had none
-    threshold: float = SIMILAR_AT  # "similar" when score >= threshold (evaluate.threshold); folders before it: KLUE's 3.0
-
-    def save(self, folder: str | Path) -> None:
-        (Path(folder) / SETTINGS_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
-
-    @classmethod
-    def load(cls, folder: str | Path) -> ModelSettings:
-        path = Path(folder) / SETTINGS_FILE
-        if not path.is_file():
-            raise ConfigError(f"{folder}: not a fine-tuned pair model (no {SETTINGS_FILE})")
-        return cls(**json.loads(path.read_text(encoding="utf-8")))

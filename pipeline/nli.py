@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DataError
-from pipeline.text import normalize_text
+from serving.text import normalize_text
 
 NLI = "nli"  # the triplets' table name, beside the STS splits (data/raw/nli.jsonl, data/clean/nli.jsonl)
 KORNLI_FILES = ("kornli/xnli.dev.ko.tsv", "kornli/xnli.test.ko.tsv")

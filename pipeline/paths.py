@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Inside a saved pair model, a registered model and a BentoML model: the names scoring reads live with the service
+from serving.pair_model import CALIBRATION_FILE, MODEL_CARD_FILE, ONNX_DIR, PAIR_FOLDER, SETTINGS_FILE  # noqa: F401
+
 # Data
 RAW_DIR = Path("data/raw")  # download: the three splits (and NLI triplets) as read from the sources
 CLEAN_DIR = Path("data/clean")  # preprocess: normalized, validated splits
@@ -41,7 +44,6 @@ ANALYSIS_PLOTS = {
     "by_source": ANALYSIS_DIR / "mae_by_source.png",
 }
 REGISTER_REPORT = Path("reports/register.json")
-MODEL_CARD_FILE = "model_card.md"  # a version's card: in reports/, in its run's artifacts, beside the packaged model
 MODEL_CARD = Path("reports") / MODEL_CARD_FILE  # register: the new version's card (also its description)
 PACKAGE_REPORT = Path("reports/package.json")
 LEARNING_CURVE_TABLE = Path("reports/learning_curve.csv")  # make learning-curve
@@ -60,8 +62,4 @@ BENTOML_HOME_DIR = "bentoml_home"
 BENTOFILE = Path("bentofile.yaml")
 PIPELINE_FILE = Path("dvc.yaml")  # the stages; the train stage's deps and params are what names a study
 
-# Inside a saved pair model, a registered model and a BentoML model
-SETTINGS_FILE = "similarity.json"  # head, base model, text settings: what scoring needs
-CALIBRATION_FILE = "calibration.json"
-PAIR_FOLDER = "pair_model"  # the pair-model folder inside the MLflow artifact and the BentoML model
-ONNX_DIR = "onnx"  # the serving runtime's exported graphs inside a packaged pair model
+# Inside a saved pair model, a registered model and a BentoML model: the names scoring reads live with the service

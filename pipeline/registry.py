@@ -8,11 +8,13 @@ BentoML store load. The pyfunc is defined as code (pipeline/pyfunc_model.py), no
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from pipeline.digests import file_digest
 from pipeline.errors import PipelineError
-from pipeline.paths import PAIR_FOLDER, SETTINGS_FILE
+from pipeline.paths import ONNX_DIR, PAIR_FOLDER, SETTINGS_FILE
 
 PAIR_MODEL_ARTIFACT = PAIR_FOLDER  # the artifact key of the logged pyfunc (pyfunc_model.py reads it)
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -67,9 +69,15 @@ def download_pair_model(model_uri: str, destination: Path) -> Path:
 
 # Model integrity: register logs every file's SHA-256 as a JSON artifact of the run and tags the model version
 # with that JSON's short digest (a tag the registry UI shows in full); package verifies the downloaded folder
-# against it before serving it. The same digest finds a version with identical files (no duplicate versions).
+# against it before serving it. The digest of the trained files alone (the folder without the serving graphs that
+# register builds into it) finds a version of the same trained model (no duplicate versions).
 FILES_DIGEST_TAG = "pair_model.files_digest"
 FILES_ARTIFACT_TAG = "pair_model.files_artifact"  # where in the version's run the file hashes are
+TRAINED_DIGEST_TAG = "pair_model.trained_digest"
+# What register built and measured for serving (runtime and gate figures, test metrics as served, latency): an
+# artifact of the version's run, which package ships without exporting or gating again.
+SERVING_RECORD_TAG = "serving.record"
+SERVING_RUNTIME_TAG = "serving.runtime"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")  # loading one can run code
 
 
@@ -85,9 +93,13 @@ def file_hashes(folder: Path) -> dict[str, str]:
 def files_digest(hashes: dict[str, str]) -> str:
     """A short digest of a folder's file hashes: equal digests, identical files."""
     import hashlib
-    import json
 
     return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def trained_files(hashes: dict[str, str]) -> dict[str, str]:
+    """The hashes of the trained model's files: all but the serving graphs (ONNX_DIR) register builds beside them."""
+    return {name: digest for name, digest in hashes.items() if not name.startswith(f"{ONNX_DIR}/")}
 
 
 def log_file_hashes(hashes: dict[str, str]) -> dict[str, str]:
@@ -97,7 +109,38 @@ def log_file_hashes(hashes: dict[str, str]) -> dict[str, str]:
     digest = files_digest(hashes)
     artifact = f"integrity/files-{digest}.json"
     mlflow.log_dict(hashes, artifact)
-    return {FILES_DIGEST_TAG: digest, FILES_ARTIFACT_TAG: artifact}
+    return {FILES_DIGEST_TAG: digest, FILES_ARTIFACT_TAG: artifact, TRAINED_DIGEST_TAG: files_digest(trained_files(hashes))}
+
+
+def log_serving_record(record: dict[str, Any], run_id: str | None = None) -> dict[str, str]:
+    """Log what register built for serving as an artifact of the run (the active one unless run_id); returns the tags."""
+    import mlflow
+
+    artifact = "serving/runtime.json"  # one trained model per run: a run's versions share their trained files
+    if run_id is None:
+        mlflow.log_dict(record, artifact)
+    else:
+        mlflow.MlflowClient().log_dict(run_id, record, artifact)
+    return {SERVING_RECORD_TAG: artifact, SERVING_RUNTIME_TAG: record["runtime"]["runtime"]}
+
+
+def serving_record(model_name: str, version: str) -> dict[str, Any] | None:
+    """What register built and measured for serving a version, or None for a version registered without one."""
+    import tempfile
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    found = mlflow.MlflowClient().get_model_version(model_name, version)
+    artifact = found.tags.get(SERVING_RECORD_TAG)
+    if artifact is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="serving-") as staging:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=found.run_id, artifact_path=artifact, dst_path=staging)
+            return json.loads(Path(path).read_text(encoding="utf-8"))
+        except (MlflowException, OSError, ValueError) as error:
+            raise PipelineError(f"{model_name} v{version}: cannot read its serving record ({artifact}): {error}") from error
 
 
 def verify_files(folder: Path, recorded: dict[str, str], source: str) -> None:
@@ -112,7 +155,6 @@ def verify_files(folder: Path, recorded: dict[str, str], source: str) -> None:
 
 def recorded_hashes(model_name: str, version: str) -> dict[str, str]:
     """The file hashes the register stage recorded for a model version (checked against the version's digest tag)."""
-    import json
     import tempfile
 
     import mlflow
@@ -133,10 +175,19 @@ def recorded_hashes(model_name: str, version: str) -> dict[str, str]:
     return hashes
 
 
+def download_verified(model_name: str, version: str, destination: Path) -> Path:
+    """A registered version's pair-model folder, downloaded by exact version into destination and verified against
+    the hashes register recorded (a PipelineError names every difference)."""
+    uri = f"models:/{model_name}/{version}"
+    folder = download_pair_model(uri, destination)
+    verify_files(folder, recorded_hashes(model_name, version), uri)
+    return folder
+
+
 def version_with_files(client, model_name: str, digest: str) -> str | None:
-    """The registered version whose files have this digest, if any (the newest)."""
+    """The registered version whose trained files have this digest (trained_files), if any (the newest)."""
     versions = client.search_model_versions(f"name = '{model_name}'")
-    matching = [int(found.version) for found in versions if found.tags.get(FILES_DIGEST_TAG) == digest]
+    matching = [int(found.version) for found in versions if found.tags.get(TRAINED_DIGEST_TAG) == digest]
     return str(max(matching)) if matching else None
 
 

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from pipeline.errors import UnscorableInput
+from serving.errors import UnscorableInput
 
 POISON_VARIABLE = "KSTS_SERVE_TEST_POISON"
 POISON = os.environ.get(POISON_VARIABLE) or None  # empty counts as unset: "" is in every sentence

@@ -100,8 +100,10 @@ def test_every_runtime_truncates_where_the_torch_path_does(request, tmp_path, en
     assert torch_scorer.model.max_seq_length == MAX_LENGTH
     # int8 weights move scores by a few thousandths on these random tiny models; its tokens are fp32's (one encoder)
     for runtime, atol in (("onnx", 1e-4), ("onnx-int8", 0.02)):
-        scorer = PairScorer.from_folder(folder, runtime=runtime, threads=1)
-        assert scorer.tokenizer.model_max_length == MAX_LENGTH
+        scorer = PairScorer.from_folder(folder, runtime=runtime, threads=1)  # torch-free: the `tokenizers` library alone
+        assert scorer.model.tokenizer.truncation["max_length"] == MAX_LENGTH
+        firsts = [pair[0] for pair in LONG_PAIRS]
+        assert scorer.sentence_tokens(firsts) == torch_scorer.sentence_tokens(firsts)
         np.testing.assert_allclose(scorer.score(LONG_PAIRS), reference, atol=atol, err_msg=runtime)
 
 
@@ -196,7 +198,7 @@ def test_a_poisoned_request_fails_alone_and_the_requests_batched_with_it_get_the
         ("/similarity", pair_body(("나", f"독이 든 {POISON}"))),
     ]
     log = home / f"serve-{urlparse(url).port}.log"
-    for _ in range(5):  # until the poison has shared a forward pass with other requests (adaptive batching decides)
+    for _ in range(10):  # until the poison has shared a forward pass with other requests (adaptive batching decides)
         jobs = innocent[:12] + poisoned + innocent[12:]
         with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
             responses = list(pool.map(lambda job: post(url, *job), jobs))
@@ -212,4 +214,4 @@ def test_a_poisoned_request_fails_alone_and_the_requests_batched_with_it_get_the
         shared = [int(size) for size in re.findall(r"scoring a batch of (\d+) pairs failed", log.read_text())]
         if any(size > 1 for size in shared):  # the poisoned request holds one pair: others were in that batch
             return
-    pytest.fail(f"the poisoned pair never shared a batch in 5 rounds; failed batch sizes: {shared}")
+    pytest.fail(f"the poisoned pair never shared a batch in 10 rounds; failed batch sizes: {shared}")

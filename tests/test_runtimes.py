@@ -9,7 +9,6 @@ import pytest
 from pipeline.config import ServeSettings
 from pipeline.heads import HEADS, LoadedModel, save_pair_model
 from pipeline.heads.bi import load_bi_encoder
-from pipeline.heads.embedding_cache import EmbeddingCache
 from pipeline.models import ModelSettings
 from pipeline.paths import ONNX_DIR
 from pipeline.promotion import ChampionDecision, within_latency_budget
@@ -18,6 +17,7 @@ from pipeline.runtimes.gate import judge
 from pipeline.runtimes.latency import measure_latency
 from pipeline.runtimes.selection import choose_runtime
 from pipeline.scoring import PairScorer
+from serving.embedding_cache import EmbeddingCache
 
 PAIRS = [
     ("한 남자가 플루트를 연주하고 있다.", "남자가 피리를 불고 있다."),

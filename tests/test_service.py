@@ -100,7 +100,7 @@ def make_champion_folder(tiny_bert, tmp_path_factory) -> Path:
     import torch
 
     from pipeline.calibration import Calibration
-    from pipeline.text import normalize_text
+    from serving.text import normalize_text
 
     folder = tmp_path_factory.mktemp("champion") / "model"
     torch.manual_seed(0)
@@ -467,7 +467,7 @@ def test_a_bi_champion_served_by_onnx_int8_answers_as_offline_and_counts_its_cac
         for result in ("hit", "miss")
         if line.startswith("embedding_cache_lookups_total{") and f'result="{result}"' in line
     }
-    from pipeline.text import normalize_text
+    from serving.text import normalize_text
 
     distinct = len({normalize_text(sentence) for pair in PAIRS for sentence in pair})  # the cache keys
     assert counts == {"hit": 4 * len(PAIRS) - distinct, "miss": distinct}, counts

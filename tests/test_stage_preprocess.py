@@ -4,7 +4,7 @@ import pytest
 
 from pipeline.errors import DataError
 from pipeline.stages.preprocess import clean_split, validate_record
-from pipeline.text import normalize_text
+from serving.text import normalize_text
 
 
 def row(sentence1="가방", sentence2="가방이다", score=3.0, origin="train.tsv:2"):

@@ -1,6 +1,7 @@
 """The register stage (champion alias, the pyfunc loads back) and make compare, on a tiny trained study."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from pipeline import compare
 from pipeline.scoring import PairScorer
 from pipeline.stages import analyze, evaluate, register, train
+from tests.conftest import REPO
 from tests.support.stores import set_study
 
 
@@ -165,3 +167,30 @@ def test_package_verifies_the_recorded_file_hashes_and_refuses_pickles(stage_rep
     with pytest.raises(PipelineError, match="pickle files"):
         package.main()
     assert not (stage_repo / "bentoml_home" / "models").exists(), "nothing reached the BentoML store"
+    (stored / "extra.pkl").unlink()
+
+    # Export and gate once: register built the runtime it chose into the registered folder and recorded the gate's
+    # figures with the version; package ships exactly those files and that record, with no torch in a lean Bento.
+    from pipeline.registry import serving_record
+    from pipeline.runtimes import RUNTIMES
+    from pipeline.stages.package import TORCH_RUNTIME_PACKAGES
+    from serving.pair_model import ONNX_DIR
+
+    record = serving_record("korean-sts-similarity", "1")
+    runtime = record["runtime"]["runtime"]
+    assert MlflowClient().get_model_version("korean-sts-similarity", "1").tags["serving.runtime"] == runtime
+    assert record["runtime"]["gate"] and record["test"][runtime]["pairs"] > 0  # every candidate's gate figures
+    graphs = {name for name in recorded if name.startswith(f"{ONNX_DIR}/")}
+    assert graphs == ({f"{ONNX_DIR}/{RUNTIMES[runtime].graph}"} if RUNTIMES[runtime].torch_free else set()), graphs
+    for name in ("bentofile.yaml", "service.py", "serving", "pipeline"):  # the Bento's build context: the repository's code
+        (stage_repo / name).symlink_to(REPO / name)
+    package.main()
+    report = json.loads((stage_repo / "reports/package.json").read_text(encoding="utf-8"))
+    assert report["runtime"] == record["runtime"] and report["test"] == record["test"]
+    import bentoml
+
+    model = bentoml.models.get(report["model"])
+    assert model.info.labels["runtime"] == runtime
+    requirements = Path(bentoml.get(report["bento"]).path_of("env/python/requirements.txt")).read_text(encoding="utf-8")
+    listed = {line.split("==")[0] for line in requirements.lower().splitlines()}
+    assert bool(listed & TORCH_RUNTIME_PACKAGES) != RUNTIMES[runtime].torch_free, listed

@@ -9,13 +9,10 @@ read `serve` through `load_serve_settings`, which adds the `KSTS_SERVE_<KEY>` en
 
 from __future__ import annotations
 
-import os
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from pipeline.config.sections import (
@@ -33,9 +30,8 @@ from pipeline.config.sections import (
     TrainParams,
 )
 from pipeline.errors import ConfigError, describe_errors
+from serving.settings import PARAMS_FILE, SERVE_ENV_PREFIX, load_serve_settings, read_yaml
 
-PARAMS_FILE = "params.yaml"
-SERVE_ENV_PREFIX = "KSTS_SERVE_"
 __all__ = [  # the sections live in sections.py; the stages import them from here with the rest of the config
     "PARAMS_FILE", "SERVE_ENV_PREFIX", "DataParams", "EvaluateParams", "LearningCurveParams", "MlflowParams",
     "ModelParams", "Params", "PreprocessParams", "RegisterParams", "SearchSpace", "ServeSettings", "StudyParams", "TrainParams",
@@ -70,42 +66,9 @@ def parse_params(raw: Any) -> Params:
         raise ConfigError(describe_errors(Params, error)) from None
 
 
-def _read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise ConfigError(f"{path}: not found (run from the repository root)") from error
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
-
-
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
     """Read and validate params.yaml."""
-    return parse_params(_read_yaml(Path(path)))
-
-
-def load_serve_settings(params_path: str | Path = PARAMS_FILE, environ: Mapping[str, str] | None = None) -> ServeSettings:
-    """The service's settings: params.yaml's `serve:` section, then the KSTS_SERVE_<KEY> environment overrides.
-
-    Only that section is validated, so a Bento's params.yaml needs no other. Environment values are strings
-    parsed to the field's type (true/false, integers; "null" for none); a bad one names its variable.
-    """
-    environ = os.environ if environ is None else environ
-    raw = _read_yaml(Path(params_path))
-    try:
-        settings = ServeSettings.model_validate(raw.get("serve") if isinstance(raw, dict) else None)
-    except ValidationError as error:
-        raise ConfigError(describe_errors(ServeSettings, error, "serve")) from None
-    overrides = {
-        name: None if raw_value.strip().lower() in {"null", "none"} else raw_value
-        for name in ServeSettings.model_fields
-        if (raw_value := environ.get(SERVE_ENV_PREFIX + name.upper())) is not None
-    }
-    try:
-        return ServeSettings.model_validate({**settings.model_dump(), **overrides}, strict=False)
-    except ValidationError as error:
-        names = ", ".join(f"{SERVE_ENV_PREFIX}{item['loc'][0]}".upper() for item in error.errors())
-        raise ConfigError(f"{names}: {describe_errors(ServeSettings, error, 'serve')}") from None
+    return parse_params(read_yaml(Path(path)))
 
 
 def resolve_path(value: str, base: str | Path = ".") -> Path:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from serving.settings import Section, ServeSettings
 
-class Section(BaseModel):
-    """A params section: frozen, no unknown keys, no silent type coercion."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+__all__ = ["Section", "ServeSettings"]  # the service's section and the base class live with the service (serving/settings.py)
 
 
 class DataParams(Section):
@@ -138,30 +136,3 @@ class LearningCurveParams(Section):
     """`make learning-curve`: default hyperparameters at growing training-set sizes (pipeline/learning_curve.py)."""
 
     sizes: list[Annotated[int, Field(ge=2)] | None] = Field(min_length=2)  # training pairs; null: all
-
-
-class ServeSettings(Section):
-    """How the service loads its model, batches requests and bounds its inputs (measured: docs/serving.md)."""
-
-    model_name: str = Field(min_length=1)  # BentoML model name of the champion (a Bento pins its exact version)
-    batching: bool  # adaptive batching of similarity_batch; false: one forward pass per request
-    max_batch_size: int = Field(ge=2)  # most pairs in one adaptive batch (BentoML needs at least 2)
-    max_latency_ms: int = Field(ge=1)  # a request expected to wait longer in the queue gets 503
-    forward_batch_size: int = Field(ge=1)  # pairs per forward pass in an adaptive batch, length-sorted
-    workers: int = Field(ge=1)  # server processes, each with its own model copy and batch queue
-    torch_threads: int = Field(ge=1)  # torch intra-op threads per worker
-    timeout_seconds: int = Field(ge=1)  # a request still running after this is answered 504
-    max_pairs_per_request: int = Field(ge=1)  # longer similarity_batch lists are refused with 400
-    max_chars_per_sentence: int = Field(ge=1)  # longer sentences are refused with 400
-    max_request_bytes: int = Field(ge=1)  # larger request bodies are refused with 413 before parsing
-    body_timeout_seconds: float = Field(gt=0)  # a body not received in full this long after the headers gets 408
-    device: str | None  # null: CUDA when present, else CPU
-    runtime: Literal["auto", "torch", "onnx", "onnx-int8"]  # pipeline.runtimes.RUNTIMES; auto: the fastest that passes the gate
-    gate_tolerance: float = Field(ge=0)  # an optimized runtime's F1 (model's threshold) and Pearson stay this close to fp32's
-    gate_max_shift: float = Field(ge=0)  # ... and no validation pair's score may move by more than this
-    embedding_cache_size: int = Field(ge=0)  # bi head: sentences whose embeddings a worker keeps (LRU); 0: off
-
-    @property
-    def model_tag(self) -> str:
-        """The BentoML tag the service loads: `<model_name>:latest` unless model_name already names a version."""
-        return self.model_name if ":" in self.model_name else f"{self.model_name}:latest"

@@ -56,6 +56,7 @@ class Head(ABC):
     """One way to score a sentence pair with an encoder."""
 
     trains_on_triplets: bool = False  # can train NLI triplets (MultipleNegativesRankingLoss) beside the pairs
+    exports_onnx: bool = False  # export_onnx writes a sentence-encoder graph: the torch-free runtime can serve it
 
     @abstractmethod
     def training_pairs(self, model: ModelParams, model_name: str) -> TrainingPairs:
@@ -80,6 +81,11 @@ class Head(ABC):
     @abstractmethod
     def encoder(self, model):
         """The transformers encoder inside a model of this head (its word embeddings may be frozen)."""
+
+    def export_onnx(self, folder: Path, target: Path) -> Path:
+        """The saved model in folder as the ONNX sentence-encoder graph (input_ids, attention_mask -> sentence_embedding)
+        that serving/onnx_scorer.py scores with; only heads with exports_onnx have one."""
+        raise NotImplementedError(f"{type(self).__name__} has no ONNX export (exports_onnx is False)")
 
     def with_cache(self, loaded: LoadedModel, size: int) -> LoadedModel:
         """The model with a cache of repeated work in front of it; heads that score the pair as one input have none."""

@@ -14,10 +14,10 @@ import numpy as np
 
 from pipeline.errors import ConfigError
 from pipeline.heads.base import Head, LoadedModel, TrainingJob, TrainingPairs, training_arguments
-from pipeline.heads.cosine import pairwise_cosine, scores_from_cosine
 from pipeline.models import input_token_limit, tokenizer_overrides
 from pipeline.paths import CLEAN_DIR
 from pipeline.tables import split_path
+from serving.scale import embedded_pair_scores
 
 if TYPE_CHECKING:
     from pipeline.config import ModelParams
@@ -52,6 +52,7 @@ class BiHead(Head):
     """Each sentence embedded alone (pooling over the encoder's tokens); score = 5 x cosine, clipped to [0, 5]."""
 
     trains_on_triplets = True
+    exports_onnx = True  # one sentence encoder: transformer + pooling in one graph
 
     def training_pairs(self, model: ModelParams, model_name: str) -> TrainingPairs:
         import datasets
@@ -110,13 +111,18 @@ class BiHead(Head):
 
         with torch.inference_mode():
             embedded = loaded.model.encode(first + second, batch_size=2 * len(first), convert_to_numpy=True)
-        return scores_from_cosine(pairwise_cosine(embedded[: len(first)], embedded[len(first) :]))
+        return embedded_pair_scores(embedded, len(first))
+
+    def export_onnx(self, folder: Path, target: Path) -> Path:
+        from pipeline.heads.bi_export import export_sentence_encoder
+
+        return export_sentence_encoder(self.load(folder).model, target)
 
     def encoder(self, model):
         return model[0].auto_model
 
     def with_cache(self, loaded: LoadedModel, size: int) -> LoadedModel:
         """Each sentence is embedded alone, so a repeated sentence's embedding is reused (an LRU of `size`)."""
-        from pipeline.heads.embedding_cache import EmbeddingCache
+        from serving.embedding_cache import EmbeddingCache
 
         return loaded if size < 1 else LoadedModel(EmbeddingCache(loaded.model, size), loaded.tokenizer)

@@ -12,8 +12,8 @@ import numpy as np
 from sentence_transformers.base.sampler import DefaultBatchSampler
 from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
-from pipeline.heads.cosine import pairwise_cosine, scores_from_cosine
 from pipeline.metrics import MAX_SCORE, similarity_metrics
+from serving.scale import pairwise_cosine, scores_from_cosine
 
 TEXT_COLUMNS = ["sentence1", "sentence2"]
 

@@ -20,7 +20,7 @@ from pipeline.metrics import MAX_SCORE, similarity_metrics
 from pipeline.models import load_model_tokenizer, load_tokenizer, resolve_model_source
 from pipeline.paths import CLEAN_DIR, TOKENIZED_PAIRS, TOKENIZER_DIR
 from pipeline.tables import split_path
-from pipeline.text import with_prefix
+from serving.text import with_prefix
 
 if TYPE_CHECKING:
     from pipeline.config import ModelParams

@@ -1,5 +1,5 @@
-"""Choosing the packaged runtime: each candidate is built into the model folder and gated against fp32 torch,
-with F1 counted at the model's own threshold (its settings.threshold, from evaluate.threshold)."""
+"""Choosing the served runtime (register, once per version): each candidate is built into the model folder and gated
+against fp32 torch, with F1 counted at the model's own threshold (its settings.threshold, from evaluate.threshold)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ from pipeline.models import ModelSettings
 from pipeline.paths import ONNX_DIR
 from pipeline.runtimes import RUNTIMES, candidates
 from pipeline.runtimes.gate import judge
+
+EXAMPLE_PAIRS = [  # what the latency is measured on (and the registered model's input example)
+    ("오늘 날씨가 정말 좋네요.", "오늘은 날씨가 매우 좋습니다."),
+    ("숙소 위치가 역에서 가까워요.", "이 정책은 내년부터 시행됩니다."),
+]
 
 
 @dataclass
@@ -100,3 +105,26 @@ def choose_runtime(
         why = "; ".join(reasons) or (f"serve.runtime {choice}" + (" on a GPU" if gpu and choice == "auto" else ""))
         return RuntimeChoice("torch", f"torch: {why}", results)
     return RuntimeChoice(chosen, "; ".join(reasons), results)
+
+
+def served_latency(folder: Path, runtime: str, settings) -> dict[str, Any]:
+    """The latency of the model in folder on `runtime` as a worker serves it: in-process, with one worker's threads."""
+    import torch
+
+    from pipeline.runtimes.latency import measure_latency
+    from pipeline.scoring import PairScorer
+
+    torch.set_num_threads(settings.torch_threads)
+    scorer = PairScorer.from_folder(folder, runtime=runtime, threads=settings.torch_threads)
+    return {"runtime": runtime, **measure_latency(scorer, EXAMPLE_PAIRS * 16, forward_batch_size=settings.forward_batch_size)}
+
+
+def prepare_for_serving(folder: Path, settings) -> dict[str, Any]:
+    """Build into folder the runtime that ServeSettings `settings` choose behind the gate, and say what it measured: the
+    choice with every candidate's gate figures, the test split's metrics as served, the latency as a worker serves it."""
+    choice = choose_for_serving(folder, settings)
+    return {
+        "runtime": choice.as_dict(),
+        "test": served_metrics(folder, choice.runtime),
+        "latency": served_latency(folder, choice.runtime, settings),
+    }

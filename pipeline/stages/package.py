@@ -3,20 +3,23 @@
 1. Download the champion version register recorded, by its exact version (`models:/<name>/<version>`, not the
    alias, which another registration may move meanwhile), as a pair-model folder (pipeline.registry) and
    verify it: exactly the files register recorded for that version, with their SHA-256, and no pickle file.
+   The folder holds the serving graph register exported and gated; its serving record (runtime, gate figures,
+   test metrics as served) comes with it: nothing is exported, gated or scored again here.
 2. Import it as BentoML model `serve.model_name` (the folder is copied under `pair_model/`; labels name the
-   registry version), so the service needs no MLflow at run time. Re-importing the same champion with the
-   same files reuses the stored model instead of adding a copy.
-3. Build the Bento described by bentofile.yaml (service.py + pipeline code + the model; pinned requirements,
-   no lock step, so it builds offline) and write reports/package.json.
+   registry version and runtime), so the service needs no MLflow at run time. Re-importing the same champion
+   with the same files reuses the stored model instead of adding a copy.
+3. Build the Bento described by bentofile.yaml (service.py + serving/ + the model; pinned requirements, no lock
+   step, so it builds offline): for a torch-free runtime without torch, transformers, sentence-transformers,
+   scipy and the pipeline package (TORCH_RUNTIME_PACKAGES); else with them. Write reports/package.json.
 
 The BentoML store is BENTOML_HOME, `<repo>/bentoml_home` unless set.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict
@@ -27,9 +30,14 @@ from pipeline.config import load_params, load_serve_settings
 from pipeline.errors import PipelineError, run_stage
 from pipeline.models import ModelSettings
 from pipeline.paths import BENTOFILE, BENTOML_HOME_DIR, MODEL_CARD_FILE, PACKAGE_REPORT, PAIR_FOLDER, REGISTER_REPORT
+from pipeline.registry import file_hashes, files_digest
 from pipeline.tables import write_json
 
 CONTENT_LABEL = "content_sha256"
+# What only the torch runtime serves with: the Bento of a torch-free champion (onnx, onnx-int8) leaves these
+# packages and the pipeline package out; its worker runs service.py and serving/ (tokenizers + onnxruntime + numpy).
+TORCH_RUNTIME_PACKAGES = frozenset({"torch", "transformers", "sentence-transformers", "safetensors", "scipy"})
+TORCH_RUNTIME_INCLUDE = "/pipeline/"
 
 
 def use_bentoml_home(root: Path) -> Path:
@@ -38,13 +46,6 @@ def use_bentoml_home(root: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     os.environ["BENTOML_HOME"] = str(home)
     return home
-
-
-def folder_digest(folder: Path) -> str:
-    """SHA-256 over the relative paths and hashes of every file in folder: equal folders, equal digests."""
-    from pipeline.registry import file_hashes
-
-    return hashlib.sha256(json.dumps(file_hashes(folder), sort_keys=True).encode()).hexdigest()
 
 
 def find_stored_model(name: str, labels: dict[str, str]) -> str | None:
@@ -75,7 +76,7 @@ def import_pair_model(
 
     folder = Path(folder)
     settings = ModelSettings.load(folder)  # a clear error when the folder is not a pair model
-    all_labels = {**(labels or {}), CONTENT_LABEL: folder_digest(folder)}
+    all_labels = {**(labels or {}), CONTENT_LABEL: files_digest(file_hashes(folder))}
     existing = find_stored_model(name, all_labels)
     if existing is not None:
         return existing
@@ -84,16 +85,32 @@ def import_pair_model(
     return str(model.tag)
 
 
-def build_bento(bentofile: str | Path, build_ctx: str | Path, model_tag: str, labels: dict[str, str] | None = None) -> str:
-    """`bentoml build --arg model_tag=MODEL_TAG` of bentofile in build_ctx; returns the Bento tag.
+def bento_config(bentofile: str | Path, torch_free: bool) -> dict[str, Any]:
+    """bentofile.yaml as `bentoml.bentos.build` options; for a torch-free runtime without what only torch serving needs."""
+    import yaml
+
+    config = yaml.safe_load(Path(bentofile).read_text(encoding="utf-8"))
+    if torch_free:
+        packages = config["python"]["packages"]
+        kept = [spec for spec in packages if re.split(r"[<>=!~\[ ]", spec, maxsplit=1)[0] not in TORCH_RUNTIME_PACKAGES]
+        config["python"] = {**config["python"], "packages": kept}
+        config["include"] = [entry for entry in config["include"] if entry != TORCH_RUNTIME_INCLUDE]
+    return config
+
+
+def build_bento(
+    bentofile: str | Path, build_ctx: str | Path, model_tag: str, labels: dict[str, str] | None = None, torch_free: bool = False
+) -> str:
+    """`bentoml build --arg model_tag=MODEL_TAG` of bentofile in build_ctx (lean when torch_free); returns the Bento tag.
 
     The argument pins the exact model in the Bento (service.py reads it), whatever `latest` is later.
     """
     import bentoml
 
-    bento = bentoml.bentos.build_bentofile(
-        str(bentofile), build_ctx=str(build_ctx), labels=labels or {}, args={"model_tag": model_tag}
-    )
+    config = bento_config(bentofile, torch_free)
+    service = config.pop("service")
+    config["labels"] = {**config.get("labels", {}), **(labels or {})}
+    bento = bentoml.bentos.build(service, build_ctx=str(build_ctx), args={"model_tag": model_tag}, **config)
     return str(bento.tag)
 
 
@@ -133,8 +150,8 @@ def write_model_card(champion: dict[str, str], path: Path) -> None:
 def main() -> None:
     import mlflow
 
-    from pipeline.registry import download_pair_model, recorded_hashes, verify_files
-    from pipeline.runtimes.selection import choose_for_serving, served_metrics
+    from pipeline.registry import download_verified, serving_record
+    from pipeline.runtimes import RUNTIMES
     from pipeline.tracking import mlflow_tracking_uri
 
     root = Path.cwd()
@@ -143,21 +160,23 @@ def main() -> None:
     home = use_bentoml_home(root)
     champion = champion_from_report()
     mlflow.set_tracking_uri(mlflow_tracking_uri(params.mlflow.tracking_uri, root))
+    name, version = champion["registry_model"], champion["registry_version"]
+    serving = serving_record(name, version)
+    if serving is None:
+        raise PipelineError(f"{champion['model_uri']}: no serving record (registered by an older register): rerun register")
+    runtime = serving["runtime"]["runtime"]
     with tempfile.TemporaryDirectory(prefix="champion-") as staging:
-        folder = download_pair_model(champion["model_uri"], Path(staging) / "model")
-        verify_files(folder, recorded_hashes(champion["registry_model"], champion["registry_version"]), champion["model_uri"])
+        folder = download_verified(name, version, Path(staging) / "model")  # the graph register gated, hashes checked
         write_model_card(champion, folder / MODEL_CARD_FILE)
-        choice = choose_for_serving(folder, settings)
-        test_metrics = served_metrics(folder, choice.runtime)
-        labels = {**{key: champion[key] for key in ("registry_model", "registry_version", "alias")}, "runtime": choice.runtime}
-        metadata = {"model_uri": champion["model_uri"], "runtime": choice.as_dict()}
+        labels = {**{key: champion[key] for key in ("registry_model", "registry_version", "alias")}, "runtime": runtime}
+        metadata = {"model_uri": champion["model_uri"], "runtime": serving["runtime"]}
         model_tag = import_pair_model(folder, settings.model_name.split(":")[0], labels, metadata)
-    bento_labels = {"model": model_tag, "registry_version": champion["registry_version"], "runtime": choice.runtime}
-    bento_tag = build_bento(BENTOFILE, root, model_tag, bento_labels)
+    bento_labels = {"model": model_tag, "registry_version": version, "runtime": runtime}
+    bento_tag = build_bento(BENTOFILE, root, model_tag, bento_labels, RUNTIMES[runtime].torch_free)
     report = {"bento": bento_tag, "model": model_tag, "model_version": model_tag.partition(":")[2], **champion}
-    write_json(PACKAGE_REPORT, {**report, "runtime": choice.as_dict(), "test": test_metrics, "bentoml_home": str(home)})
-    print(f"package: {champion['model_uri']} (v{champion['registry_version']}) -> model {model_tag}, bento {bento_tag}")
-    print(f"package: runtime {choice.runtime} ({choice.reason})")
+    write_json(PACKAGE_REPORT, {**report, "runtime": serving["runtime"], "test": serving["test"], "bentoml_home": str(home)})
+    print(f"package: {champion['model_uri']} (v{version}) -> model {model_tag}, bento {bento_tag}")
+    print(f"package: runtime {runtime} ({serving['runtime']['reason']}), as register gated it")
 
 
 if __name__ == "__main__":

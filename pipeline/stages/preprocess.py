@@ -10,7 +10,7 @@ from pipeline.errors import DataError, run_stage
 from pipeline.nli import NLI, clean_triplets
 from pipeline.paths import CLEAN_DIR, PREPROCESS_REPORT, RAW_DIR
 from pipeline.tables import COLUMNS, SPLITS, read_jsonl, split_path, write_json, write_jsonl
-from pipeline.text import normalize_text
+from serving.text import normalize_text
 
 
 def validate_record(record: dict[str, Any]) -> None:

@@ -25,35 +25,8 @@ from pipeline.paths import (
     SOURCE_RECORD,
     STUDY_REPORT,
 )
+from pipeline.runtimes.selection import EXAMPLE_PAIRS
 from pipeline.tables import atomic_write_text, write_json
-
-EXAMPLE_PAIRS = [
-    ("오늘 날씨가 정말 좋네요.", "오늘은 날씨가 매우 좋습니다."),
-    ("숙소 위치가 역에서 가까워요.", "이 정책은 내년부터 시행됩니다."),
-]
-
-
-def candidate_latency(folder: Path, settings) -> dict[str, Any]:
-    """The latency of the model as the package stage would serve it: its runtime chosen behind the same gate on a
-    copy of the folder, timed in-process with one worker's threads."""
-    import shutil
-    import tempfile
-
-    import torch
-
-    from pipeline.runtimes.latency import measure_latency
-    from pipeline.runtimes.selection import choose_for_serving
-    from pipeline.scoring import PairScorer
-
-    with tempfile.TemporaryDirectory(prefix="latency-") as staging:
-        copy = Path(shutil.copytree(folder, Path(staging) / "model"))
-        choice = choose_for_serving(copy, settings)
-        torch.set_num_threads(settings.torch_threads)
-        scorer = PairScorer.from_folder(copy, runtime=choice.runtime, threads=settings.torch_threads)
-        return {
-            "runtime": choice.runtime,
-            **measure_latency(scorer, EXAMPLE_PAIRS * 16, forward_batch_size=settings.forward_batch_size),
-        }
 
 
 def run_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
@@ -76,41 +49,52 @@ def run_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
-def log_and_register(scorer, folder: Path, run_id: str, metrics: dict[str, float], name: str, hashes: dict[str, str]) -> str:
-    """Log the metrics, the model folder (pyfunc) and its file hashes to the best trial's run; register a new
-    version tagged with the hashes' digest (the package stage verifies the files against them)."""
+def log_and_register(scorer, folder: Path, run_id: str, metrics: dict[str, float], name: str, serving: dict[str, Any]) -> str:
+    """Log the metrics, the model folder as served (pyfunc, with its serving graph), its file hashes and its serving
+    record to the best trial's run; register a new version tagged with them (package verifies and ships them)."""
     import mlflow
     import pandas as pd
     from mlflow.models import infer_signature
 
-    from pipeline.registry import log_file_hashes, log_pair_model
+    from pipeline.registry import file_hashes, log_file_hashes, log_pair_model, log_serving_record
 
     example = pd.DataFrame(EXAMPLE_PAIRS, columns=["sentence1", "sentence2"])
     signature = infer_signature(example, scorer.score(EXAMPLE_PAIRS))
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(metrics)
-        integrity = log_file_hashes(hashes)
+        tags = {**log_file_hashes(file_hashes(folder)), **log_serving_record(serving)}
         info = log_pair_model(folder, signature, example, {"similarity": asdict(scorer.settings)})
-    return str(mlflow.register_model(info.model_uri, name, tags=integrity).version)  # MLflow 3 returns an int
+    return str(mlflow.register_model(info.model_uri, name, tags=tags).version)  # MLflow 3 returns an int
 
 
 def register_version(params, scorer, study: dict[str, Any], evaluation: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The version for models/model: the existing one with identical files (said), else a new one; and its latency."""
+    """The version for models/model: the existing one with identical trained files (said), else a new one, logged with
+    the runtime register chose behind the gate built into it (exported and gated here, once); and its serving record."""
+    import shutil
+    import tempfile
+
     from mlflow import MlflowClient
 
-    from pipeline.champion import recorded_latency
-    from pipeline.registry import file_hashes, files_digest, version_with_files
+    from pipeline.registry import file_hashes, files_digest, log_serving_record, serving_record, version_with_files
+    from pipeline.runtimes.selection import prepare_for_serving
 
     client, name = MlflowClient(), params.register.model_name
-    hashes = file_hashes(MODEL_DIR)  # refuses pickle files before anything is logged
-    existing = version_with_files(client, name, files_digest(hashes))
-    recorded = recorded_latency(client.get_model_version(name, existing).tags) if existing else None
-    latency = recorded or candidate_latency(MODEL_DIR, load_serve_settings())  # none recorded: a killed register
-    if existing:
-        print(f"register: {MODEL_DIR} has the same files as {name} v{existing} (digest {files_digest(hashes)}): no new version")
-        return existing, latency
-    metrics = {**run_metrics(evaluation), **{f"latency_{key}": value for key, value in latency.items() if key != "runtime"}}
-    return log_and_register(scorer, MODEL_DIR, study["best_run_id"], metrics, name, hashes), latency
+    digest = files_digest(file_hashes(MODEL_DIR))  # refuses pickle files before anything is logged
+    existing = version_with_files(client, name, digest)
+    recorded = serving_record(name, existing) if existing else None
+    if existing and recorded:
+        print(f"register: {MODEL_DIR} has the same trained files as {name} v{existing} (digest {digest}): no new version")
+        return existing, recorded
+    with tempfile.TemporaryDirectory(prefix="register-") as staging:
+        folder = Path(shutil.copytree(MODEL_DIR, Path(staging) / "model"))
+        serving = prepare_for_serving(folder, load_serve_settings())
+        if existing:  # registered by a register killed before it recorded the serving build: record it now
+            for key, value in log_serving_record(serving, client.get_model_version(name, existing).run_id).items():
+                client.set_model_version_tag(name, existing, key, value)
+            return existing, serving
+        timings = {f"latency_{key}": value for key, value in serving["latency"].items() if key != "runtime"}
+        metrics = run_metrics(evaluation) | timings
+        return log_and_register(scorer, folder, study["best_run_id"], metrics, name, serving), serving
 
 
 def publish_model_card(params, version: str, settings, study: dict[str, Any], evaluation: dict[str, Any]) -> str:
@@ -169,7 +153,8 @@ def main() -> None:
     test = read_test_pairs(PREDICTIONS)
     champion = champion_version(MlflowClient(), register.model_name, register.alias)  # before anything is written
     scorer = PairScorer.from_folder(MODEL_DIR)
-    version, latency = register_version(params, scorer, study, evaluation)
+    version, serving = register_version(params, scorer, study, evaluation)
+    latency = serving["latency"]
     publish_model_card(params, version, scorer.settings, study, evaluation)
     decision = compare_with_champion(register, champion, version, test, evaluation["threshold"])
     decision = outside_experiments(decision, os.environ.get("DVC_EXP_NAME"), register.promote_experiments)
@@ -189,6 +174,7 @@ def main() -> None:
             "champion_uri": f"models:/{register.model_name}@{register.alias}",
             "decision": asdict(decision),
             "latency": latency,
+            "serving": {key: serving[key] for key in ("runtime", "test")},
             "run_id": study["best_run_id"],
         },
     )

@@ -25,15 +25,23 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 def open_study(params: StudyParams, name: str, storage_url: str, worker_index: int = 0):
     """Create or load the study in persistent storage, with heartbeats so a dead worker's trial is retried."""
+    import warnings
+
     import optuna
+    from optuna.exceptions import ExperimentalWarning
 
     try:
-        storage = optuna.storages.RDBStorage(
-            storage_url,
-            heartbeat_interval=params.heartbeat_seconds,
-            grace_period=params.heartbeat_seconds * 3,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=params.max_retries),
-        )
+        with warnings.catch_warnings():
+            # Known and chosen: heartbeats and the retry callback are how a dead worker's trial is retried (optuna marks
+            # both experimental since 2.8 and warns on every open); other warnings stay visible.
+            known = r"(Argument ``heartbeat_interval``|RetryHeartbeatStaleTrialCallback)"
+            warnings.filterwarnings("ignore", known, ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(
+                storage_url,
+                heartbeat_interval=params.heartbeat_seconds,
+                grace_period=params.heartbeat_seconds * 3,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=params.max_retries),
+            )
         study = optuna.create_study(
             study_name=name,
             storage=storage,
