@@ -20,6 +20,7 @@ from pipeline.runtimes import RUNTIMES
 from pipeline.scoring import PairScorer
 from pipeline.stages.package import TORCH_RUNTIME_PACKAGES
 from serving.onnx_scorer import OnnxPairScorer
+from serving.pair_model import PAIR_FOLDER
 from tests.conftest import REPO
 from tests.support.imports import import_closure
 from tests.test_service import PAIRS, SERVER_ENV, bentoml_server, pair_body, post, run_python
@@ -83,7 +84,10 @@ def test_an_onnx_champions_bento_is_lean_and_its_workers_never_import_the_traini
     assert not listed & TORCH_RUNTIME_PACKAGES and {"onnxruntime", "tokenizers", "numpy"} <= listed, listed
     shipped = {path.relative_to(bento / "src").as_posix() for path in (bento / "src").rglob("*.py")}
     assert "serving/onnx_scorer.py" in shipped and not [name for name in shipped if name.startswith("pipeline/")], shipped
-    assert yaml.safe_load((bento / "bento.yaml").read_text(encoding="utf-8"))["labels"]["runtime"] == "onnx"
+    manifest = yaml.safe_load((bento / "bento.yaml").read_text(encoding="utf-8"))
+    assert manifest["labels"]["runtime"] == "onnx"
+    model = home / "models" / manifest["services"][0]["models"][0]["tag"].replace(":", "/") / PAIR_FOLDER
+    assert (model / "onnx/model.onnx").is_file() and not list(model.rglob("*.safetensors"))  # the graph holds the weights
 
     log = tmp_path / "imports.log"
     watch = {

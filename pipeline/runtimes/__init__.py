@@ -31,18 +31,28 @@ class Runtime:
         """Served without torch, transformers, sentence-transformers or scipy (a lean Bento)."""
         return self.graph is not None
 
+    def ships(self, relative: str) -> bool:
+        """Whether a file of the pair-model folder (its path relative to it) goes into a Bento served on this runtime:
+        a torch-free one leaves out the PyTorch weights, which its graph holds already."""
+        return not (self.torch_free and relative.endswith(".safetensors"))
+
     def supports(self, settings: ModelSettings) -> bool:
         return self.graph is None or head_named(settings.head).exports_onnx
 
     def build(self, folder: Path) -> None:
-        """Write this runtime's files into the pair-model folder (nothing for torch; the fp32 graph first for int8)."""
+        """Write this runtime's files into the pair-model folder (nothing for torch; the fp32 graph first for int8): the
+        head's export, its word-embedding table stored as what it is (4-bit blocks when exactly that: embedding_table.py)."""
+        from pipeline.runtimes.embedding_table import compact_embedding_table
         from pipeline.runtimes.onnx import quantize_int8
 
         if self.graph is None:
             return
         fp32 = Path(folder) / ONNX_DIR / ONNX_GRAPHS["onnx"]
         if not fp32.is_file():
-            head_named(ModelSettings.load(folder).head).export_onnx(Path(folder), fp32)
+            exported = Path(folder) / ONNX_DIR / f"exported-{fp32.name}"
+            head_named(ModelSettings.load(folder).head).export_onnx(Path(folder), exported)
+            compact_embedding_table(exported, fp32)
+            exported.unlink()
         if self.graph != fp32.name and not (Path(folder) / ONNX_DIR / self.graph).is_file():
             quantize_int8(fp32, Path(folder) / ONNX_DIR / self.graph)
 

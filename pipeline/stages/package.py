@@ -68,20 +68,28 @@ def import_pair_model(
 ) -> str:
     """Import a saved pair-model folder into the BentoML model store as `name`; returns the model tag.
 
-    The folder must hold a pair model (similarity.json). Its files go to `<model path>/pair_model`; its
-    settings go to the model's metadata; its content digest to a label, so that importing identical files
-    with identical labels again returns the stored tag instead of a new version.
+    The folder must hold a pair model (similarity.json). Its files go to `<model path>/pair_model`, those its runtime
+    serves with (label `runtime`; Runtime.ships: an ONNX runtime leaves the PyTorch weights out); its settings go to the
+    model's metadata; its content digest to a label, so that importing identical files with identical labels again
+    returns the stored tag instead of a new version.
     """
     import bentoml
 
+    from pipeline.runtimes import RUNTIMES
+
     folder = Path(folder)
     settings = ModelSettings.load(folder)  # a clear error when the folder is not a pair model
-    all_labels = {**(labels or {}), CONTENT_LABEL: files_digest(file_hashes(folder))}
+    runtime = RUNTIMES[(labels or {}).get("runtime", "torch")]
+    shipped = {relative: digest for relative, digest in file_hashes(folder).items() if runtime.ships(relative)}
+    all_labels = {**(labels or {}), CONTENT_LABEL: files_digest(shipped)}
     existing = find_stored_model(name, all_labels)
     if existing is not None:
         return existing
     with bentoml.models.create(name, labels=all_labels, metadata={**(metadata or {}), "similarity": asdict(settings)}) as model:
-        shutil.copytree(folder, model.path_of(PAIR_FOLDER))
+        target = Path(model.path_of(PAIR_FOLDER))
+        for relative in shipped:
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(folder / relative, target / relative)
     return str(model.tag)
 
 
