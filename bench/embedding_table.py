@@ -81,7 +81,7 @@ def scores(graph: Path, folder: Path, pairs: list[tuple[str, str]], threads: int
     from serving.pair_model import Calibration, ModelSettings
 
     encoder = OnnxSentenceEncoder(graph, folder, threads)
-    scorer = OnnxPairScorer(encoder, encoder.counting_tokenizer, ModelSettings.load(folder), Calibration.load(folder))
+    scorer = OnnxPairScorer(encoder, encoder, ModelSettings.load(folder), Calibration.load(folder))
     raw = scorer.raw_scores(pairs)
     return raw, scorer.calibrate(raw)
 

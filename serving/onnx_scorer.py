@@ -27,25 +27,28 @@ def special_token(value) -> str | None:
     return value.get("content") if isinstance(value, dict) else value
 
 
-def load_tokenizers(folder: Path):
-    """The saved model's tokenizer.json twice: one truncating and padding as the torch path does, one counting tokens."""
+def load_tokenizer(folder: Path):
+    """The saved model's tokenizer.json (truncation and padding off: OnnxSentenceEncoder applies them), the length
+    inputs are truncated at (input_token_limit) and the pad token's id."""
     from tokenizers import Tokenizer
 
     config_file = folder / "tokenizer_config.json"
     config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
-    limit = input_token_limit(folder, int(config.get("model_max_length") or UNLIMITED))
-    reading, counting = (Tokenizer.from_file(str(folder / "tokenizer.json")) for _ in range(2))
-    reading.enable_truncation(max_length=limit)
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
     pad = special_token(config.get("pad_token"))
-    pad_id = reading.token_to_id(pad) if pad else None
-    reading.enable_padding(pad_id=pad_id or 0, pad_token=pad or "[PAD]")
-    counting.no_truncation()
-    counting.no_padding()
-    return reading, counting
+    pad_id = tokenizer.token_to_id(pad) if pad else None
+    return tokenizer, input_token_limit(folder, int(config.get("model_max_length") or UNLIMITED)), pad_id or 0
 
 
 class OnnxSentenceEncoder:
-    """A SentenceTransformer-like encoder over an exported graph: `encode(sentences) -> embeddings`."""
+    """A SentenceTransformer-like encoder over an exported graph: `encode(sentences) -> embeddings`.
+
+    One tokenizer serves both reading and counting: a 250k-piece Unigram tokenizer (e5's) holds ~290 MB in memory.
+    Each sentence is tokenized without special tokens (its full length), truncated, then given its special tokens:
+    the steps, in that order, by which `tokenizers` truncates (and transformers for the torch path).
+    """
 
     def __init__(self, graph: Path, folder: Path, threads: int | None = None) -> None:
         import onnxruntime
@@ -55,7 +58,27 @@ class OnnxSentenceEncoder:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         self.session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-        self.tokenizer, self.counting_tokenizer = load_tokenizers(Path(folder))
+        self.tokenizer, self.token_limit, self.pad_id = load_tokenizer(Path(folder))
+        self.special_tokens = self.tokenizer.num_special_tokens_to_add(False)
+
+    def token_counts(self, sentences: list[str]) -> list[int]:
+        """Tokens each sentence is, special tokens included, before truncation."""
+        return [len(item.ids) + self.special_tokens for item in self.tokenizer.encode_batch(sentences, add_special_tokens=False)]
+
+    def model_inputs(self, sentences: list[str]) -> dict[str, np.ndarray]:
+        """input_ids and attention_mask of sentences, each truncated at token_limit, padded to the longest."""
+        encoded = self.tokenizer.encode_batch(sentences, add_special_tokens=False)
+        rows = []
+        for item in encoded:
+            item.truncate(max(self.token_limit - self.special_tokens, 0))
+            rows.append(self.tokenizer.post_process(item).ids)
+        width = max((len(row) for row in rows), default=0)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for index, row in enumerate(rows):
+            ids[index, : len(row)] = row
+            mask[index, : len(row)] = 1
+        return {"input_ids": ids, "attention_mask": mask}
 
     def encode(self, sentences: list[str], batch_size: int = 32, **_) -> np.ndarray:
         """Embeddings in input order; each batch padded to its longest sentence, every sentence truncated as in training."""
@@ -63,11 +86,7 @@ class OnnxSentenceEncoder:
 
         chunks = []
         for start in range(0, len(sentences), batch_size):
-            encoded = self.tokenizer.encode_batch(sentences[start : start + batch_size])
-            inputs = {
-                "input_ids": np.array([item.ids for item in encoded], dtype=np.int64),
-                "attention_mask": np.array([item.attention_mask for item in encoded], dtype=np.int64),
-            }
+            inputs = self.model_inputs(sentences[start : start + batch_size])
             try:
                 chunks.append(self.session.run(["sentence_embedding"], inputs)[0])
             except InvalidArgument as error:  # the graph refused these inputs (e.g. past its positions): the input's fault
@@ -85,14 +104,14 @@ class OnnxPairScorer(PairScorer):
         settings = ModelSettings.load(folder)
         encoder = OnnxSentenceEncoder(folder / ONNX_DIR / ONNX_GRAPHS[runtime], folder, threads)
         model = EmbeddingCache(encoder, cache_size) if cache_size > 0 else encoder
-        return cls(model, encoder.counting_tokenizer, settings, Calibration.load(folder))
+        return cls(model, encoder, settings, Calibration.load(folder))
 
-    def __init__(self, model, counting_tokenizer, settings: ModelSettings, calibration: Calibration | None) -> None:
+    def __init__(self, model, encoder: OnnxSentenceEncoder, settings: ModelSettings, calibration: Calibration | None) -> None:
         super().__init__(model, settings, calibration)
-        self.counting_tokenizer = counting_tokenizer
+        self.encoder = encoder  # model itself, or behind the embedding cache
 
     def forward(self, first: list[str], second: list[str]) -> np.ndarray:
         return embedded_pair_scores(self.model.encode(first + second, batch_size=2 * len(first)), len(first))
 
     def token_counts(self, texts: list[str]) -> list[int]:
-        return [len(item.ids) for item in self.counting_tokenizer.encode_batch(texts)]
+        return self.encoder.token_counts(texts)

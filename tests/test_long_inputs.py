@@ -101,7 +101,7 @@ def test_every_runtime_truncates_where_the_torch_path_does(request, tmp_path, en
     # int8 weights move scores by a few thousandths on these random tiny models; its tokens are fp32's (one encoder)
     for runtime, atol in (("onnx", 1e-4), ("onnx-int8", 0.02)):
         scorer = PairScorer.from_folder(folder, runtime=runtime, threads=1)  # torch-free: the `tokenizers` library alone
-        assert scorer.model.tokenizer.truncation["max_length"] == MAX_LENGTH
+        assert scorer.encoder.token_limit == MAX_LENGTH
         firsts = [pair[0] for pair in LONG_PAIRS]
         assert scorer.sentence_tokens(firsts) == torch_scorer.sentence_tokens(firsts)
         np.testing.assert_allclose(scorer.score(LONG_PAIRS), reference, atol=atol, err_msg=runtime)
