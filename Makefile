@@ -87,7 +87,7 @@ compare: setup
 
 # --- Serving (BentoML; docs/serving.md) ---------------------------------------------------------------
 BENTOML_HOME ?= $(CURDIR)/bentoml_home
-.PHONY: package serve bench-serve soak
+.PHONY: package serve container bench-serve soak
 
 # The registry's champion into the BentoML store under $(BENTOML_HOME), then `bentoml build` (DVC stage package).
 package: setup
@@ -96,6 +96,10 @@ package: setup
 # The packaged champion on http://127.0.0.1:$(PORT) (default 3000): Swagger UI at /, the demo page at /demo/.
 serve: setup
 	BENTOML_HOME=$(BENTOML_HOME) bentoml serve service:KoreanSimilarity --host 127.0.0.1 --port $(or $(PORT),3000)
+
+# The packaged Bento as a Docker image, run on 127.0.0.1, checked, removed (root: starts dockerd; docs/serving.md#container).
+container: setup
+	BENTOML_HOME=$(BENTOML_HOME) python -m pipeline.container
 
 # Load test over loopback: the service with and without batching vs a plain FastAPI app (bench/results/serve_load.json).
 bench-serve: setup

@@ -54,6 +54,7 @@ def maps_torch(pid: int) -> bool:
 def baseline_checkout(ref: str, where: Path) -> Path:
     """A git worktree of ref (reused when it exists): the service as it was before."""
     if not (where / "service.py").is_file():
+        subprocess.run(["git", "worktree", "prune"], cwd=REPO, check=True)  # one removed with its folder
         subprocess.run(["git", "worktree", "add", "--detach", str(where), ref], cwd=REPO, check=True, capture_output=True)
     return where
 
