@@ -162,8 +162,8 @@ def request_body(endpoint: str, pair: tuple[str, str]) -> dict[str, Any]:
 class Server:
     """A server subprocess in its own process group, stopped by its PID (the group: BentoML's workers too)."""
 
-    def __init__(self, name: str, command: list[str], env: dict[str, str], port: int, log: Path) -> None:
-        self.name, self.command, self.env, self.port, self.log = name, command, env, port, log
+    def __init__(self, name: str, command: list[str], env: dict[str, str], port: int, log: Path, cwd: Path = REPO) -> None:
+        self.name, self.command, self.env, self.port, self.log, self.cwd = name, command, env, port, log, cwd
         self.process: subprocess.Popen | None = None
         self.ready_seconds: float | None = None
 
@@ -174,7 +174,7 @@ class Server:
         started = time.perf_counter()
         with self.log.open("w") as stream:
             self.process = subprocess.Popen(
-                self.command, cwd=REPO, env=self.env, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True
+                self.command, cwd=self.cwd, env=self.env, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True
             )
         while time.perf_counter() - started < timeout:
             if self.process.poll() is not None:

@@ -83,19 +83,13 @@ def start_server(name: str, code_dir: Path, home: Path, model_tag: str, logs: Pa
     env = {**os.environ, **BASE_ENV, "BENTOML_HOME": str(home), "PYTHONPATH": str(code_dir)}
     env.update({"KSTS_SERVE_MODEL_NAME": model_tag, "KSTS_SERVE_WORKERS": "1"})
     command = [sys.executable, "-m", "bentoml", "serve", "service:KoreanSimilarity", "--host", "127.0.0.1", "--port", str(port)]
-    return Server(name, command, env, port, logs / f"{name}.log")
+    return Server(name, command, env, port, logs / f"{name}.log", cwd=code_dir)
 
 
-def measure(server: Server, code_dir: Path, pairs, duration: float, round_number: int) -> dict[str, Any]:
-    """Start (from code_dir), idle RSS, warm-up, load at c=1 and c=32, loaded RSS; the server is stopped after."""
-    started = time.perf_counter()
-    server.log.parent.mkdir(parents=True, exist_ok=True)
-    with server.log.open("w") as log:
-        server.process = subprocess.Popen(
-            server.command, cwd=code_dir, env=server.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+def measure(server: Server, pairs, duration: float, round_number: int) -> dict[str, Any]:
+    """Start (from the server's code folder), idle RSS, warm-up, load at c=1 and c=32, loaded RSS; the server is stopped after."""
+    server.start(timeout=300)
     try:
-        wait_ready(server, started)
         time.sleep(3.0)  # idle: loaded and ready, no request yet
         pid = server.process.pid
         row = {"server": server.name, "round": round_number, "ready_s": round(server.ready_seconds, 1)}
@@ -110,22 +104,6 @@ def measure(server: Server, code_dir: Path, pairs, duration: float, round_number
         return row
     finally:
         server.stop()
-
-
-def wait_ready(server: Server, started: float, timeout: float = 300.0) -> None:
-    import httpx
-
-    while time.perf_counter() - started < timeout:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"{server.name} exited with {server.process.returncode}; see {server.log}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{server.port}/readyz", timeout=1.0).status_code == 200:
-                server.ready_seconds = time.perf_counter() - started
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{server.name} not ready after {timeout} s; see {server.log}")
 
 
 def table_row(row: dict[str, Any]) -> str:
@@ -159,7 +137,7 @@ def main() -> None:
     print(HEADER, flush=True)
     for round_number in range(1, args.rounds + 1):
         for name, code_dir, tag in variants:
-            rows.append(measure(start_server(name, code_dir, home, tag, logs), code_dir, pairs, args.duration, round_number))
+            rows.append(measure(start_server(name, code_dir, home, tag, logs), pairs, args.duration, round_number))
             print(table_row(rows[-1]), flush=True)
     graph_sizes = {
         folder.name: sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
