@@ -351,6 +351,14 @@ def measure_variant(variant, server, args, pairs, costs) -> list[dict[str, Any]]
     return rows
 
 
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """The report, with the machine it was measured on, as JSON at path."""
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**report, "machine": machine}, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = ["batched", "unbatched", "naive"]
@@ -413,12 +421,9 @@ def main() -> None:
         "endpoint": args.endpoint,
         "serve_settings": settings.model_dump(),
         "costs": costs,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "results": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {args.out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

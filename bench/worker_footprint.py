@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -27,7 +25,17 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.serve_load import BASE_ENV, RESULTS, Server, load_pairs, run_load, runtime_models, stream, warm_up  # noqa: E402
+from bench.serve_load import (  # noqa: E402
+    BASE_ENV,
+    RESULTS,
+    Server,
+    load_pairs,
+    run_load,
+    runtime_models,
+    stream,
+    warm_up,
+    write_report,
+)
 from bench.soak import process_rss  # noqa: E402
 
 HEADER = f"{'server':<18}{'round':>6}{'ready s':>9}{'idle MB':>9}{'loaded MB':>10}{'torch':>7}{'c=1 req/s':>11}{'c=32 req/s':>11}"
@@ -149,12 +157,9 @@ def main() -> None:
         "model_folder_bytes": graph_sizes,
         "baseline": args.baseline,
         "duration_s": args.duration,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "results": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {args.out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":
