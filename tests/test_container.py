@@ -16,6 +16,7 @@ import pytest
 
 from pipeline.docker_engine import BASE_IMAGE, EngineUnavailable, debian_mirror, ensure_engine, stop_engine
 from tests.conftest import REPO
+from tests.support.toy_models import bi_pair_model
 from tests.test_service import run_python
 
 IMAGE = "korean_sts:container-test"
@@ -35,15 +36,7 @@ def engine():
 @pytest.fixture()
 def onnx_bento(tiny_bert, tmp_path) -> tuple[Path, str]:
     """A BENTOML_HOME holding a tiny bi-encoder on the onnx runtime and its Bento; (home, bento tag)."""
-    from pipeline.heads import save_pair_model
-    from pipeline.heads.bi import load_bi_encoder
-    from pipeline.models import ModelSettings
-    from pipeline.runtimes import RUNTIMES
-
-    folder = tmp_path / "bi"
-    settings = ModelSettings(head="bi", base_model="tiny", hangul_only=False)
-    save_pair_model(load_bi_encoder(str(tiny_bert), 64), None, settings, folder)
-    RUNTIMES["onnx"].build(folder)
+    folder = bi_pair_model(tiny_bert, tmp_path / "bi", runtime="onnx")
     home = tmp_path / "home"
     labels = {"registry_version": "1", "runtime": "onnx"}
     code = (  # as the package stage builds an onnx champion's Bento: lean (torch_free)

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.heads import HEADS, save_pair_model
-from pipeline.heads.bi import load_bi_encoder
+from pipeline.heads import HEADS
 from pipeline.models import ModelSettings
 from pipeline.runtimes import RUNTIMES
 from pipeline.scoring import PairScorer
@@ -23,6 +22,7 @@ from serving.onnx_scorer import OnnxPairScorer
 from serving.pair_model import PAIR_FOLDER
 from tests.conftest import REPO
 from tests.support.imports import import_closure
+from tests.support.toy_models import bi_pair_model
 from tests.test_service import PAIRS, SERVER_ENV, bentoml_server, pair_body, post, run_python
 
 TRAINING_STACK = ("torch", "transformers", "sentence_transformers", "scipy", "sklearn", "pandas", "mlflow", "pipeline")
@@ -63,11 +63,7 @@ def test_exporting_is_a_capability_a_head_declares():
 
 @pytest.fixture(scope="module")
 def onnx_champion(tiny_bert, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("lean") / "bi"
-    settings = ModelSettings(head="bi", base_model="tiny", hangul_only=False)
-    save_pair_model(load_bi_encoder(str(tiny_bert), 64), None, settings, folder)
-    RUNTIMES["onnx"].build(folder)
-    return folder
+    return bi_pair_model(tiny_bert, tmp_path_factory.mktemp("lean") / "bi", runtime="onnx")
 
 
 def test_an_onnx_champions_bento_is_lean_and_its_workers_never_import_the_training_stack(onnx_champion, tmp_path):

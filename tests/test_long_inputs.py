@@ -24,15 +24,13 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.errors import UnscorableInput
-from pipeline.heads import save_pair_model
-from pipeline.heads.bi import load_bi_encoder
-from pipeline.models import ModelSettings
 from pipeline.runtimes import RUNTIMES
 from pipeline.scoring import PairScorer
 from serving.isolation import POISON_VARIABLE, PairFailure, ScoringFailed, raise_failures, refuse_poison, score_isolated
 from tests.conftest import REPO
 
 # The service fixtures (shared with tests/test_service.py: one server per session).
+from tests.support.toy_models import bi_pair_model
 from tests.test_service import (  # noqa: F401
     PAIRS,
     SERVER_ENV,
@@ -66,11 +64,7 @@ POISON = "POISON-b71d"  # the test-only marker: a forward pass over a sentence h
 
 def bi_model(encoder: Path, folder: Path) -> Path:
     """A bi-encoder pair model trained to truncate at MAX_LENGTH, with both ONNX graphs built beside it."""
-    save_pair_model(
-        load_bi_encoder(str(encoder), MAX_LENGTH), None, ModelSettings(head="bi", base_model="tiny", hangul_only=False), folder
-    )
-    RUNTIMES["onnx-int8"].build(folder)  # the fp32 graph first, then its int8 quantization
-    return folder
+    return bi_pair_model(encoder, folder, MAX_LENGTH, runtime="onnx-int8")  # the fp32 graph first, then its int8 graph
 
 
 def tolerance(runtime: str) -> float:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import ServeSettings
-from pipeline.heads import HEADS, LoadedModel, save_pair_model
+from pipeline.heads import HEADS, LoadedModel
 from pipeline.heads.bi import load_bi_encoder
 from pipeline.models import ModelSettings
 from pipeline.paths import ONNX_DIR
@@ -18,6 +18,7 @@ from pipeline.runtimes.latency import measure_latency
 from pipeline.runtimes.selection import choose_runtime
 from pipeline.scoring import PairScorer
 from serving.embedding_cache import EmbeddingCache
+from tests.support.toy_models import bi_pair_model
 
 PAIRS = [
     ("한 남자가 플루트를 연주하고 있다.", "남자가 피리를 불고 있다."),
@@ -29,11 +30,7 @@ PAIRS = [
 
 @pytest.fixture()
 def bi_folder(tiny_bert, tmp_path):
-    folder = tmp_path / "model"
-    save_pair_model(
-        load_bi_encoder(str(tiny_bert), 64), None, ModelSettings(head="bi", base_model="tiny", hangul_only=False), folder
-    )
-    return folder
+    return bi_pair_model(tiny_bert, tmp_path / "model")
 
 
 def test_config_accepts_exactly_the_registered_runtimes():
@@ -69,9 +66,7 @@ def test_the_gate_judges_f1_pearson_and_the_largest_shift():
 
 def test_the_gate_counts_f1_at_the_models_threshold(tiny_bert, tmp_path):
     """choose_runtime reads the threshold from the model's similarity.json (evaluate.threshold), not KLUE's 3.0."""
-    folder = tmp_path / "model"
-    settings = ModelSettings(head="bi", base_model="tiny", hangul_only=False, threshold=3.5)
-    save_pair_model(load_bi_encoder(str(tiny_bert), 64), None, settings, folder)
+    folder = bi_pair_model(tiny_bert, tmp_path / "model", threshold=3.5)
     gold = np.array([4.0, 2.5, 0.5, 4.5] * 6)
     choice = choose_runtime(folder, "onnx", PAIRS, gold, metric_tolerance=1.0, max_shift=1.0)
     assert choice.runtime == "onnx" and [entry["threshold"] for entry in choice.gate] == [3.5]

@@ -32,6 +32,7 @@ from pipeline.models import ModelSettings, load_tokenizer
 from pipeline.paths import MODEL_CARD_FILE
 from serving.ports import free_local_port
 from tests.conftest import OFFLINE_ENV, REPO, running_server
+from tests.support.toy_models import bi_pair_model
 
 MODEL_NAME = "korean-sts-similarity"
 REGISTRY_VERSION = "7"
@@ -439,15 +440,9 @@ def test_bentoml_build_makes_a_bento_offline_that_serves(bento_store, champion_f
 def test_a_bi_champion_served_by_onnx_int8_answers_as_offline_and_counts_its_cache(tiny_bert, tmp_path):
     """The package stage's label picks the runtime; scores equal offline scoring with that runtime; repeated
     sentences are served from the cache and counted on /metrics."""
-    from pipeline.heads.bi import load_bi_encoder
-    from pipeline.runtimes import RUNTIMES
     from pipeline.scoring import PairScorer
 
-    folder = tmp_path / "bi"
-    save_pair_model(
-        load_bi_encoder(str(tiny_bert), 64), None, ModelSettings(head="bi", base_model="tiny", hangul_only=False), folder
-    )
-    RUNTIMES["onnx-int8"].build(folder)
+    folder = bi_pair_model(tiny_bert, tmp_path / "bi", runtime="onnx-int8")
     offline = PairScorer.from_folder(folder, runtime="onnx-int8", threads=1).score(PAIRS)
     home = tmp_path / "home"
     labels = {"runtime": "onnx-int8"}

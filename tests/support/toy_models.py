@@ -127,3 +127,16 @@ def write_small_mirror(source: Path, target: Path, train_rows: int = 160, dev_ro
     (target / "klue-nli").mkdir(parents=True, exist_ok=True)
     (target / "klue-nli/klue-nli-v1.1_dev.json").write_text(json.dumps(nli[:nli_rows], ensure_ascii=False), encoding="utf-8")
     return target
+
+
+def bi_pair_model(encoder: Path, folder: Path, max_length: int = 64, runtime: str = "torch", threshold: float = 3.0) -> Path:
+    """A bi-encoder pair model of `encoder` (untrained head: mean pooling) saved in folder, with `runtime`'s files built."""
+    from pipeline.heads import save_pair_model
+    from pipeline.heads.bi import load_bi_encoder
+    from pipeline.models import ModelSettings
+    from pipeline.runtimes import RUNTIMES
+
+    settings = ModelSettings(head="bi", base_model="tiny", hangul_only=False, threshold=threshold)
+    save_pair_model(load_bi_encoder(str(encoder), max_length), None, settings, folder)
+    RUNTIMES[runtime].build(folder)
+    return folder
