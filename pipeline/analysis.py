@@ -102,8 +102,10 @@ def highlights(tables: dict[str, list[Row]]) -> list[str]:
         filled = [row for row in tables[name] if row["pairs"]]
         worst = max(filled, key=lambda row: row["mae"])
         best = min(filled, key=lambda row: row["mae"])
-        lines.append(f"largest error by {label}: {worst['band']} (MAE {worst['mae']:.2f}, {worst['pairs']} pairs); "
-                     f"smallest: {best['band']} (MAE {best['mae']:.2f})")
+        lines.append(
+            f"largest error by {label}: {worst['band']} (MAE {worst['mae']:.2f}, {worst['pairs']} pairs); "
+            f"smallest: {best['band']} (MAE {best['mae']:.2f})"
+        )
     for row in tables["by_gold_band"]:
         if row["pairs"] and abs(row["bias"]) >= 0.5:
             direction = "over" if row["bias"] > 0 else "under"

@@ -2,7 +2,7 @@
 
 When `train.data_parallel` resolves to more than one process, the train stage relaunches itself under
 `torch.distributed.run` (torchrun). Rank 0 runs the Optuna study and talks to MLflow exactly as a single
-process does; the other ranks follow: before each trial rank 0 announces it, every rank wraps the trial in
+process does; the other ranks follow: before each trial (and the refit) rank 0 announces it, every rank wraps the trial in
 optuna-integration's `TorchDistributedTrial` (sampled params, reports and pruning decisions come from
 rank 0), and Trainer / accelerate shard the batches and all-reduce the gradients. One host per trial:
 the ranks share the checkpoint folder on its disk.
@@ -25,6 +25,7 @@ from pipeline.errors import ConfigError, PipelineError
 CONTROL_TIMEOUT = datetime.timedelta(days=2)
 NEXT_TRIAL = "trial"
 NO_MORE_TRIALS = "done"
+REFIT = "refit"
 # What torchrun puts in each rank's environment; a worker process the leader starts must not inherit it.
 LAUNCHER_VARIABLES = frozenset(
     {
@@ -162,8 +163,14 @@ def release_followers() -> None:
         _broadcast(NO_MORE_TRIALS)
 
 
-def follow_trials(train_trial: Callable[[Any], Any]) -> None:
-    """Follower: train each trial the leader announces, until it says there are no more.
+def shared_refit(setup: Any) -> None:
+    """Leader: announce the refit (its TrialSetup) so that every rank trains it too."""
+    if active():
+        _broadcast((REFIT, setup))
+
+
+def follow_trials(train_trial: Callable[[Any], Any], train_refit: Callable[[Any], Any]) -> None:
+    """Follower: train each trial (and the refit) the leader announces, until it says there are no more.
 
     A pruned trial is pruned on every rank at once (the decision is broadcast); any other error ends this
     rank, and torchrun then stops the others (the stage fails; a rerun resumes the study).
@@ -171,9 +178,12 @@ def follow_trials(train_trial: Callable[[Any], Any]) -> None:
     import optuna
     from optuna_integration import TorchDistributedTrial
 
-    while _broadcast(None) == NEXT_TRIAL:
-        with suppress(optuna.TrialPruned):
-            train_trial(TorchDistributedTrial(None, group=_control_group))
+    while (message := _broadcast(None)) != NO_MORE_TRIALS:
+        if message == NEXT_TRIAL:
+            with suppress(optuna.TrialPruned):
+                train_trial(TorchDistributedTrial(None, group=_control_group))
+        else:  # (REFIT, setup)
+            train_refit(message[1])
 
 
 @contextmanager

@@ -28,6 +28,7 @@ class FinetuneResult:
     train_pairs: int = 0
     train_seconds: float = 0.0
     train_steps: int = 0  # optimizer steps (data-parallel processes split each epoch's batches)
+    nli_triplets: int = 0  # NLI triplets trained beside the pairs
 
 
 def _bar_only_progress():
@@ -108,5 +109,6 @@ def finetune(
         train_pairs=len(pairs.train),
         train_seconds=seconds,
         train_steps=trainer.state.global_step,
+        nli_triplets=0 if nli is None else len(nli),
     )
     return trainer.model, result

@@ -29,14 +29,15 @@ def _correlation(value: float) -> float | None:
 
 
 def similarity_metrics(gold: Sequence[float], predicted: Sequence[float], threshold: float) -> dict[str, float | None]:
-    """All headline metrics for one set of pairs."""
+    """All headline metrics for one set of pairs; None where a figure is undefined (F1 without a gold pair at or
+    above the threshold, correlations of a constant)."""
     gold_array = np.asarray(gold, dtype=np.float64)
     predicted_array = np.asarray(predicted, dtype=np.float64)
     if gold_array.shape != predicted_array.shape or gold_array.ndim != 1:
         raise ValueError(f"gold and predicted must be 1-d of one length, got {gold_array.shape} and {predicted_array.shape}")
     constant = len(gold_array) < 2 or np.ptp(gold_array) == 0 or np.ptp(predicted_array) == 0
     return {
-        "f1": f1_at(gold_array, predicted_array, threshold),
+        "f1": f1_at(gold_array, predicted_array, threshold) if np.any(gold_array >= threshold) else None,  # no positive class
         "pearson": None if constant else _correlation(stats.pearsonr(gold_array, predicted_array).statistic),
         "spearman": None if constant else _correlation(stats.spearmanr(gold_array, predicted_array).statistic),
         "mse": float(np.mean((gold_array - predicted_array) ** 2)) if len(gold_array) else None,

@@ -49,12 +49,13 @@ class CardFacts:
     korsts_added: bool
     nli_triplets: int | None
     train_params: dict[str, Any]  # the chosen trial's hyperparameters
-    validation: dict[str, Any]  # the chosen trial's validation figures
+    validation: dict[str, Any]  # the shipped model's validation figures (the refit's, else the chosen trial's)
     test: dict[str, Any]  # evaluate's metrics.json
     highlights: list[str]
     commit: str
     dirty: bool
     lineage: dict[str, str] = field(default_factory=dict)  # data.<split>.md5
+    refit: dict[str, Any] | None = None  # reports/study.json's refit: the final fit that was shipped, if any
 
 
 def base_licence(folder: Path, record: dict[str, Any]) -> str:
@@ -96,6 +97,7 @@ def model_card(facts: CardFacts) -> str:
         f"- base model: `{facts.base_model}` (licence: {facts.base_licence})",
         f"- head: `{facts.head}`; hyperparameters of the chosen trial: "
         + ", ".join(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}" for key, value in hyper),
+        f"- trained: {_training(facts)}",
         "",
         "## Data",
         markdown_table([{"split": s, "data set": d, "licence": lic} for s, d, lic in datasets], ["split", "data set", "licence"]),
@@ -105,7 +107,7 @@ def model_card(facts: CardFacts) -> str:
         f"Test split (F1 of the 'similar' verdict at {threshold}, correlations with the gold scores, MSE):",
         "",
         markdown_table(_metrics_rows(facts.test), ["pairs on", "f1", "pearson", "spearman", "mse", "pairs"]),
-        "Validation (the chosen trial): " + ", ".join(f"{key} {value:.4f}" for key, value in facts.validation.items()),
+        "Validation (the shipped model): " + ", ".join(f"{key} {value:.4f}" for key, value in facts.validation.items()),
         "",
         "Error analysis (reports/analysis/error_analysis.md of the run that built it):",
         *(f"- {note}" for note in facts.highlights),
@@ -123,6 +125,17 @@ def model_card(facts: CardFacts) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _training(facts: CardFacts) -> str:
+    """What the shipped weights were fitted on: the refit's budget, or the chosen trial's own run."""
+    if facts.refit is None:
+        return "the chosen trial's own run (refit.enabled: false)"
+    refit = facts.refit
+    return (
+        f"a refit of trial {refit['trial']} with its hyperparameters on {refit['train_pairs']:,} pairs and "
+        f"{refit['nli_triplets']:,} NLI triplets ({refit['train_seconds']:.0f} s)"
+    )
 
 
 def registry_description(card: str) -> str:

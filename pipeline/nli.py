@@ -21,6 +21,12 @@ KORNLI_FILES = ("kornli/xnli.dev.ko.tsv", "kornli/xnli.test.ko.tsv")
 KLUE_NLI = "klue-nli/klue-nli-v1.1_dev.json"
 TRIPLET_COLUMNS = ("anchor", "positive", "negative")
 LABELS = ("entailment", "neutral", "contradiction")
+SOURCES = ("kornli", "klue-nli")  # train.nli_sources: a triplet's source is one of these, or starts with "<it>/"
+
+
+def from_sources(source: str, wanted: list[str]) -> bool:
+    """Whether a triplet's source (kornli/xnli.dev.ko.tsv, klue-nli) belongs to one of the wanted sources."""
+    return source.split("/", 1)[0] in wanted
 
 
 def kornli_pairs(path: Path) -> list[tuple[str, str, str, str]]:
@@ -85,11 +91,11 @@ def mirror_triplets(mirror_dir: Path) -> list[dict[str, Any]]:
         path = mirror_dir / name
         if not path.is_file():
             raise DataError(f"{path}: not found (check data.mirror_dir in params.yaml)")
-        triplets += triplets_from_pairs(kornli_pairs(path), f"kornli/{Path(name).name}")
+        triplets += triplets_from_pairs(kornli_pairs(path), f"{SOURCES[0]}/{Path(name).name}")
     path = mirror_dir / KLUE_NLI
     if not path.is_file():
         raise DataError(f"{path}: not found (check data.mirror_dir in params.yaml)")
-    return triplets + triplets_from_pairs(klue_nli_pairs(path), "klue-nli")
+    return triplets + triplets_from_pairs(klue_nli_pairs(path), SOURCES[1])
 
 
 def clean_triplets(

@@ -68,10 +68,10 @@ def split_path(folder: str | Path, split: str) -> Path:
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """A Markdown table of the given columns (floats to 3 decimals; pipes in text escaped)."""
+    """A Markdown table of the given columns (floats to 3 decimals, None as "-": undefined; pipes in text escaped)."""
 
     def cell(value: Any) -> str:
-        text = f"{value:.3f}" if isinstance(value, float) else str(value)
+        text = f"{value:.3f}" if isinstance(value, float) else "-" if value is None else str(value)
         return text.replace("|", "\\|").replace("\n", " ")
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

@@ -217,6 +217,7 @@ def stage_repo(tmp_path, small_mirror, tiny_bert, monkeypatch):
     params["model"].update(name=str(tiny_bert), max_length=48)
     params["train"].update(epochs=1, batch_size=16, learning_rate=1e-3, eval_batch_size=32)
     params["study"].update(n_trials=3, heartbeat_seconds=2, pruner="none")
+    params["refit"].update(enabled=False)  # the trials' own models; the refit's tests turn it on
     params["study"]["search"].update(learning_rate=[3e-4, 1e-3], batch_size=[16, 32], epochs=[1, 2])
     work = tmp_path / "work"
     work.mkdir()

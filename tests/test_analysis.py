@@ -87,7 +87,22 @@ def test_results_table_is_short_and_names_every_source():
     lines = table.splitlines()
     assert len(lines) <= 12 and max(map(len, lines)) <= 130
     assert "airbnb" in table and "0.700" in table and "0.840" in table and "chosen trial 1 of 2" in table
+    refit = {"trial": 1, "train_pairs": 5700, "nli_triplets": 3500}
+    with_refit = results_table(metrics, {**study, "refit": refit}, None, None)
+    assert "refit of trial 1 (of 2) on 5,700 pairs + 3,500 NLI triplets" in with_refit
     assert results_table(None, None, None, None).startswith("no reports/metrics.json")
+
+
+def test_results_table_prints_a_dash_for_an_undefined_f1():
+    """A source without a gold pair at the threshold has no F1 (None in metrics.json): "-", not 0 or "None"."""
+    from pipeline.stages.evaluate import evaluation_report
+
+    gold = [4.0, 3.5, 1.0, 0.5, 2.0, 1.0, 3.0]  # policy: no pair at or above 3.5
+    records = [{"score": score, "source": "airbnb" if index < 4 else "policy"} for index, score in enumerate(gold)]
+    metrics = evaluation_report(records, np.array([3.0, 3.6, 1.5, 0.0, 3.6, 1.0, 2.0]), 3.5)
+    rows = {line.split()[0]: line.split()[1:] for line in results_table(metrics, None, None, None).splitlines()[2:5]}
+    assert rows["policy"][:2] == ["3", "-"] and rows["airbnb"][:2] == ["4", "0.667"] and rows["all"][:2] == ["7", "0.500"]
+    assert "None" not in results_table(metrics, None, None, None)
 
 
 def card_facts(**changes) -> CardFacts:

@@ -28,8 +28,14 @@ def test_nli_triplets_need_the_bi_head(raw):
     raw["train"]["nli_triplets"] = 100
     raw["model"]["head"] = "cross"
     params = parse_params(raw)
-    with pytest.raises(ConfigError, match=r"nli_triplets needs model\.head: bi"):
+    with pytest.raises(ConfigError, match=r"^train\.nli_triplets needs model\.head: bi .*set it to 0 for model\.head cross$"):
         check_head_params(params.model, params.train)
+    raw["train"]["nli_triplets"] = 0  # the trials train no triplets, the refit (null: all) would
+    params = parse_params(raw)
+    with pytest.raises(ConfigError, match=r"^refit\.nli_triplets needs model\.head: bi "):
+        check_head_params(params.model, params.train, params.refit)
+    raw["refit"]["enabled"] = False  # no refit, no triplets: the cross head is fine
+    assert check_head_params(params.model, params.train, parse_params(raw).refit).trains_on_triplets is False
 
 
 def test_an_unknown_head_is_named_with_the_choices(raw):
@@ -89,7 +95,13 @@ def test_int_is_accepted_where_a_float_is_expected(raw):
         ("model", "prefix", None, "valid string"),
         ("model", "revision", 3, "valid string"),
         ("train", "freeze_embeddings", "no", "valid boolean"),
-        ("train", "calibration", "isotonic", "Input should be '"),
+        ("train", "calibration", "on", "Input should be '"),
+        ("train", "loss", "mse", "loss: Input should be 'cosine', 'cosent' or 'angle'"),
+        ("train", "nli_sources", [], "nli_sources: List should have at least 1 item"),
+        ("train", "nli_sources", ["snli"], r"nli_sources\[0\]: Input should be 'kornli' or 'klue-nli'"),
+        ("refit", "enabled", "yes", "valid boolean"),
+        ("refit", "max_train_pairs", 0, "max_train_pairs: Input should be greater than or equal to 1"),
+        ("refit", "nli_triplets", -1, "nli_triplets: Input should be greater than or equal to 0"),
         ("train", "nli_triplets", -1, "nli_triplets: Input should be greater than or equal to 0"),
         ("train", "nli_triplets", "all", "valid integer"),
         ("serve", "max_batch_size", 1, "max_batch_size"),

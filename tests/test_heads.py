@@ -33,6 +33,8 @@ TINY_TRAIN = TrainParams(
     precision="auto",
     data_parallel="auto",
     nli_triplets=0,
+    nli_sources=["kornli", "klue-nli"],
+    loss="cosine",
     freeze_embeddings=False,
     calibration="auto",
 )
@@ -262,3 +264,71 @@ def test_the_prefix_goes_before_every_sentence_and_the_calibration_after_the_mod
         prefixed.calibration = Calibration([0.0, 5.0], [1.0, 2.0], applied, "test")
         expected = 1.0 + by_hand / 5.0 if applied else by_hand
         np.testing.assert_allclose(prefixed.score(pairs), expected, atol=1e-6)
+
+
+LOSS_TRAIN = TINY_TRAIN.model_copy(update={"epochs": 1, "max_train_pairs": 48})  # 3 steps: enough to move the weights
+
+
+@pytest.fixture(scope="module")
+def bi_pairs(tiny_bert, workdir):
+    with contextlib.chdir(workdir):
+        return HEADS["bi"].training_pairs(model_params("bi"), str(tiny_bert))
+
+
+@pytest.fixture(scope="module")
+def bi_trained_with(tiny_bert, bi_pairs):
+    """train.loss -> (model, result) of the tiny bi-encoder trained with it through finetune, each trained once."""
+    trained: dict[str, tuple] = {}
+
+    def train(loss: str) -> tuple:
+        if loss not in trained:
+            config = LOSS_TRAIN.model_copy(update={"loss": loss})
+            trained[loss] = finetune(str(tiny_bert), model_params("bi"), bi_pairs, config, TINY_THRESHOLD)
+        return trained[loss]
+
+    return train
+
+
+@pytest.mark.parametrize("loss", ["cosine", "cosent", "angle"])
+def test_bi_trains_with_each_sts_loss(loss, bi_trained_with, bi_pairs, small_splits, tiny_bert):
+    settings = settings_for(tiny_bert, "bi")
+    model, result = bi_trained_with(loss)
+    assert len(result.history) == 1
+    assert all(np.isfinite(result.best_metrics[name]) for name in ("loss", "pearson", "spearman", "f1", "mse"))
+    pairs = [(r["sentence1"], r["sentence2"]) for r in small_splits["test"][:16]]
+    scores = in_memory_scorer(model, bi_pairs, settings).raw_scores(pairs)
+    assert np.isfinite(scores).all()
+    if loss != "cosine":  # same seed, data and steps: only the loss differs, so the weights must too
+        cosine_model, _ = bi_trained_with("cosine")
+        cosine = in_memory_scorer(cosine_model, bi_pairs, settings).raw_scores(pairs)
+        assert np.abs(scores - cosine).max() > 1e-4, loss
+
+
+@pytest.mark.parametrize(
+    ("loss", "expected"), [("cosine", "CosineSimilarityLoss"), ("cosent", "CoSENTLoss"), ("angle", "AnglELoss")]
+)
+def test_bi_trainer_puts_the_sts_loss_beside_the_nli_loss(loss, expected, tiny_bert, bi_pairs):
+    import datasets
+
+    triplets = datasets.Dataset.from_dict({"anchor": ["가"] * 4, "positive": ["나"] * 4, "negative": ["다"] * 4})
+    config = LOSS_TRAIN.model_copy(update={"loss": loss, "nli_triplets": 4})
+    with tempfile.TemporaryDirectory() as checkpoints:
+        job = TrainingJob(
+            str(tiny_bert), model_params("bi"), bi_pairs, config, checkpoints, "pearson", TINY_THRESHOLD, nli=triplets
+        )
+        losses = HEADS["bi"].trainer(job).loss
+    assert {name: type(value).__name__ for name, value in losses.items()} == {
+        "sts": expected,
+        "nli": "MultipleNegativesRankingLoss",
+    }
+
+
+@pytest.mark.parametrize("head", ["cross", "mlp"])
+def test_a_ranking_loss_needs_the_bi_head(head):
+    from pipeline.heads import check_head_params
+
+    assert check_head_params(model_params(head), TINY_TRAIN) is HEADS[head]
+    with pytest.raises(
+        ConfigError, match=rf"^train\.loss cosent needs model\.head: bi \(model\.head {head} trains with cosine\)$"
+    ):
+        check_head_params(model_params(head), TINY_TRAIN.model_copy(update={"loss": "cosent"}))

@@ -29,6 +29,12 @@ def test_constant_predictions_have_no_correlation_rather_than_nan():
     assert metrics["f1"] == 0.0
 
 
+def test_f1_is_undefined_without_a_gold_pair_at_the_threshold():
+    """No 'similar' pair in gold: F1 has no positive class, so it is None (printed "-"), not a misleading 0."""
+    assert similarity_metrics([0.0, 1.0, 2.9], [0.5, 3.5, 2.0], 3.0)["f1"] is None
+    assert similarity_metrics([0.0, 1.0, 3.0], [0.5, 1.5, 2.0], 3.0)["f1"] == 0.0  # a positive, missed: F1 is 0
+
+
 def test_per_source_metrics_split_the_pairs():
     by_source = metrics_by_source([1.0, 2.0, 4.0, 5.0], [1.0, 2.0, 5.0, 4.0], ["a", "a", "b", "b"], 3.0)
     assert list(by_source) == ["a", "b"]

@@ -146,7 +146,8 @@ def test_error_analysis_model_card_and_results_table_after_repro(reproduced):
     [packaged] = (repo / "bentoml_home/models").rglob("pair_model/model_card.md")
     assert packaged.read_text(encoding="utf-8") == card and "v1" in card.splitlines()[0]
     table = subprocess.run([sys.executable, "-m", "pipeline.results"], cwd=repo, env=dvc_env(), capture_output=True, text=True)
-    assert table.returncode == 0 and "chosen trial" in table.stdout and "served: korean_sts:" in table.stdout, table.stderr
+    assert table.returncode == 0, table.stderr
+    assert "validation, refit of trial" in table.stdout and "served: korean_sts:" in table.stdout
     assert len(table.stdout.splitlines()) <= 20
 
 
@@ -183,11 +184,17 @@ def test_trial_runs_carry_their_datasets_and_plots_and_the_registered_run_its_er
         datasets = {item.dataset.name: (item.dataset.digest, item.dataset.source) for item in run.inputs.dataset_inputs}
         assert {name: digest for name, (digest, _) in datasets.items()} == {name: md5[name] for name in datasets}
         assert {"train", "validation"} <= set(datasets), datasets
-        assert "test" not in datasets or trial["mlflow_run_id"] == study["best_run_id"]  # the register stage's, if any
+        assert "test" not in datasets  # the register stage's: it registers the refit's run
         assert json.loads(datasets["train"][1]) == {"uri": "data/clean/train.jsonl"}
         if trial["state"] == "COMPLETE":
             assert [item.path for item in client.list_artifacts(run.info.run_id, "plots")] == ["plots/validation_history.png"]
-    images = {item.path for item in client.list_artifacts(study["best_run_id"], "error_analysis")}
+    registered = client.get_run(study["model_run_id"])  # the refit (params.yaml's refit.enabled), nested in the study
+    assert registered.data.tags["korean_sts.role"] == "refit"
+    assert registered.data.tags["mlflow.parentRunId"] == study["parent_run_id"]
+    version = json.loads((repo / "reports/register.json").read_text(encoding="utf-8"))["version"]
+    assert client.get_model_version("korean-sts-similarity", version).run_id == study["model_run_id"]
+    assert "test" in {item.dataset.name for item in registered.inputs.dataset_inputs}
+    images = {item.path for item in client.list_artifacts(study["model_run_id"], "error_analysis")}
     assert {"error_analysis/calibration.png", "error_analysis/mae_by_length.png", "error_analysis/mae_by_source.png"} <= images
     experiment = client.get_experiment_by_name("korean-sts")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

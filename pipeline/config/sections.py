@@ -62,8 +62,18 @@ class TrainParams(Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 on Ampere+ GPUs, fp16 on older ones, fp32 on CPU
     data_parallel: Annotated[int, Field(ge=1)] | Literal["auto"]  # processes per trial (torchrun + DDP); auto: this worker's GPUs
     nli_triplets: int | None = Field(ge=0)  # bi head: NLI triplets beside the STS pairs (0: none; null: all; N: a subset)
+    nli_sources: list[Literal["kornli", "klue-nli"]] = Field(min_length=1)  # which NLI files the triplets come from
+    loss: Literal["cosine", "cosent", "angle"]  # bi head's loss on the STS pairs (cross and mlp: cosine, a regression)
     freeze_embeddings: bool  # keep the word-embedding matrix fixed (82% of e5-small's weights; faster steps on CPU)
-    calibration: Literal["auto", "on", "off"]  # isotonic map raw score -> 0-5 fitted on validation; auto: on if it wins
+    calibration: Literal["auto", "mse", "f1", "off"]  # monotone map raw -> 0-5 fitted on validation (pipeline.calibration)
+
+
+class RefitParams(Section):
+    """The final fit after the study: the winning trial's hyperparameters on a larger budget; its model is the output."""
+
+    enabled: bool  # false: the best trial's own model is the output (the quick preset)
+    max_train_pairs: int | None = Field(ge=1)  # null: all training pairs
+    nli_triplets: int | None = Field(ge=0)  # bi head: null: all; 0: none
 
 
 class SearchSpace(Section):

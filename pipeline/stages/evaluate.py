@@ -100,10 +100,10 @@ def main() -> None:
     write_json(METRICS, report)
     headline = report["test"]
     print(
-        f"evaluate: test F1@{params.threshold} {headline['f1']:.4f}, Pearson {headline['pearson']}, "
+        f"evaluate: test F1@{params.threshold} {headline['f1']}, Pearson {headline['pearson']}, "
         f"Spearman {headline['spearman']}, MSE {headline['mse']:.4f} on {headline['pairs']} pairs -> {METRICS}"
     )
-    print(f"evaluate: zero-shot base model F1 {report['zero_shot']['f1']:.4f}, Pearson {report['zero_shot']['pearson']}")
+    print(f"evaluate: zero-shot base model F1 {report['zero_shot']['f1']}, Pearson {report['zero_shot']['pearson']}")
 
 
 if __name__ == "__main__":

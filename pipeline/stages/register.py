@@ -94,7 +94,7 @@ def register_version(params, scorer, study: dict[str, Any], evaluation: dict[str
             return existing, serving
         timings = {f"latency_{key}": value for key, value in serving["latency"].items() if key != "runtime"}
         metrics = run_metrics(evaluation) | timings
-        return log_and_register(scorer, folder, study["best_run_id"], metrics, name, serving), serving
+        return log_and_register(scorer, folder, study["model_run_id"], metrics, name, serving), serving
 
 
 def publish_model_card(params, version: str, settings, study: dict[str, Any], evaluation: dict[str, Any]) -> str:
@@ -115,7 +115,7 @@ def publish_model_card(params, version: str, settings, study: dict[str, Any], ev
         head=settings.head,
         data_source=params.data.source,
         korsts_added=params.data.hub_add_korsts,
-        nli_triplets=params.train.nli_triplets,
+        nli_triplets=study["refit"]["nli_triplets"] if study.get("refit") else params.train.nli_triplets,
         train_params=study["best_params"],
         validation=study["validation"],
         test=evaluation,
@@ -123,11 +123,12 @@ def publish_model_card(params, version: str, settings, study: dict[str, Any], ev
         commit=lineage["git.commit"],
         dirty=lineage["git.dirty"] == "true",
         lineage={key: value for key, value in lineage.items() if key.startswith("data.")},
+        refit=study.get("refit"),
     )
     card = model_card(facts)
     atomic_write_text(MODEL_CARD, card)
     MlflowClient().update_model_version(params.register.model_name, version, description=registry_description(card))
-    with mlflow.start_run(run_id=study["best_run_id"]):
+    with mlflow.start_run(run_id=study["model_run_id"]):
         mlflow.log_artifact(str(MODEL_CARD), artifact_path=card_artifact_folder(version))
         mlflow.log_artifacts(str(ANALYSIS_DIR), artifact_path="error_analysis")
     return card
@@ -160,7 +161,7 @@ def main() -> None:
     decision = outside_experiments(decision, os.environ.get("DVC_EXP_NAME"), register.promote_experiments)
     decision = within_latency_budget(decision, latency["p95_ms_one_pair"], register.max_p95_ms)
     record_decision(register, version, decision, latency)
-    with mlflow.start_run(run_id=study["best_run_id"]):
+    with mlflow.start_run(run_id=study["model_run_id"]):
         mlflow.set_tags({"champion.decision": decision.reason, "registered_version": version})
         log_split_datasets(Path.cwd())  # the test split too: the registered run was scored on it
     champion_now = version if decision.promote else champion
@@ -175,7 +176,7 @@ def main() -> None:
             "decision": asdict(decision),
             "latency": latency,
             "serving": {key: serving[key] for key in ("runtime", "test")},
-            "run_id": study["best_run_id"],
+            "run_id": study["model_run_id"],
         },
     )
     print(f"register: {register.model_name} v{version}: {decision.reason}; champion is v{champion_now}")

@@ -1,7 +1,9 @@
-"""Stage train: an Optuna study over fine-tuning runs, tracked in MLflow; the best trial's model is the output.
+"""Stage train: an Optuna study over fine-tuning runs, tracked in MLflow, then the refit of its winner on the
+`refit` budget; the refit's model (or, with refit.enabled false, the best trial's) is the output.
 
-The study itself is pipeline.study (one MLflow parent run per study, one nested run per trial). This stage
-runs it, installs the winner's model with its calibration into models/model, and writes the reports.
+The study itself is pipeline.study (one MLflow parent run per study, one nested run per trial and one for the
+refit). This stage runs it, installs the shipped model with its calibration into models/model, and writes the
+reports.
 
     python -m pipeline.stages.train                       the stage (dvc repro)
     python -m pipeline.stages.train --worker N            one more trial worker for the running study
@@ -53,30 +55,33 @@ def install_model(trial_folder: Path, target: Path, choice: str, seed: int):
 
 
 def train_stage(params: Params) -> None:
-    """Run the study's missing trials, then write the best model and the reports."""
+    """Run the study's missing trials and the refit, then install the shipped model and write the reports."""
     from pipeline.study import reports
     from pipeline.study.runner import run_study
     from pipeline.study.workers import stage_command
 
-    handles, best = run_study(params, stage_command(MODULE))
-    best_folder = handles.context.trials_dir / f"{TRIAL_DIR_PREFIX}{best.number}"
+    handles, best, refit = run_study(params, stage_command(MODULE))
     study = handles.study
-    if not (best_folder / "model.safetensors").is_file():
+    best_folder = handles.context.trials_dir / f"{TRIAL_DIR_PREFIX}{best.number}"
+    model_folder = Path(refit.folder) if refit is not None else best_folder
+    if not (model_folder / "model.safetensors").is_file():
         raise PipelineError(
-            f"study {study.study_name}: best trial {best.number} has no saved model at {best_folder} "
-            "(trial models are kept under studies/; to train again, delete the study or change study.name)"
+            f"study {study.study_name}: {'the refit' if refit else f'best trial {best.number}'} has no saved model at "
+            f"{model_folder} (models are kept under studies/; to train again, delete the study or change study.name)"
         )
-    trained_at = ModelSettings.load(best_folder).threshold
+    trained_at = ModelSettings.load(model_folder).threshold
     if trained_at != params.evaluate.threshold:  # a reused study whose name does not cover the threshold
         raise PipelineError(
             f"study {study.study_name}: its trials were validated at threshold {trained_at} but evaluate.threshold is "
             f"{params.evaluate.threshold}: dvc.yaml's train stage must list evaluate.threshold (it names the study)"
         )
-    calibration = install_model(best_folder, MODEL_DIR, params.train.calibration, params.train.seed)
-    write_json(TRAIN_HISTORY, best.user_attrs.get("history", []))
-    write_json(TRAIN_METRICS, reports.study_metrics(study, best, calibration))
-    reports.write_study_report(STUDY_REPORT, study, best, handles.context.parent_run_id)
-    print(f"train: best trial {best.number} {best.params}: validation {best.user_attrs['validation']} -> {MODEL_DIR}")
+    calibration = install_model(model_folder, MODEL_DIR, params.train.calibration, params.train.seed)
+    write_json(TRAIN_HISTORY, refit.history if refit is not None else best.user_attrs.get("history", []))
+    metrics = reports.study_metrics(study, best, refit, calibration)
+    write_json(TRAIN_METRICS, metrics)
+    reports.write_study_report(STUDY_REPORT, study, best, refit, handles.context.parent_run_id)
+    shipped = f"refit of trial {best.number}" if refit is not None else f"best trial {best.number}"
+    print(f"train: {shipped} {best.params}: validation {metrics['validation']} -> {MODEL_DIR}")
 
 
 def main(argv: Sequence[str] = ()) -> None:

@@ -4,7 +4,7 @@ A finished study is reused (its trials are not run again) only when its identity
 identity covers what DVC reruns the train stage for: the params it reads and every file of its deps in
 dvc.yaml (the data, the base model folder, the tokenized data and the code the stage imports; the
 architecture test keeps those deps equal to the import closure). Excluded: params that only size or store
-the study (more trials extend the same study) and the calibration fitted after it.
+the study (more trials extend the same study), the refit and the calibration fitted after it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,10 @@ if TYPE_CHECKING:
 
 TRAIN_STAGE = "train"
 # Params the train stage reads that do not change what a trial computes.
-NOT_IN_IDENTITY = {"train.calibration", "study.n_trials", "study.timeout_seconds", "study.storage", "study.workers", "mlflow"}
+NOT_IN_IDENTITY = {
+    "train.calibration", "study.n_trials", "study.timeout_seconds", "study.storage", "study.workers", "mlflow",
+    "refit",  # the refit runs after the trials and names its own model folder (pipeline.study.refit)
+}  # fmt: skip
 SKIPPED_FILES = ("__pycache__", ".pyc", ".partial", ".tmp")  # caches and staging, never a trial's input
 
 

@@ -42,7 +42,8 @@ class StudyContext:
 def trial_reporter(trial):
     """A Trainer callback: per-epoch validation metrics to MLflow and to the pruner; prunes when told.
 
-    `trial` is an Optuna trial, or its TorchDistributedTrial wrapper on every rank of a data-parallel trial.
+    `trial` is an Optuna trial, or its TorchDistributedTrial wrapper on every rank of a data-parallel trial;
+    None for the refit (pipeline.study.refit), which is logged but never pruned.
     """
     import mlflow
     import optuna
@@ -59,6 +60,8 @@ def trial_reporter(trial):
             values = {key.removeprefix("eval_"): value for key, value in (metrics or {}).items()}
             if state.is_world_process_zero:
                 mlflow.log_metrics({f"val_{key}": values[key] for key in VALIDATION_KEYS}, step=epoch)
+            if trial is None:
+                return
             trial.report(values["pearson"], epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"trial {trial.number} pruned after epoch {epoch}")
@@ -71,9 +74,8 @@ def trial_setup(trial, context: StudyContext) -> TrialSetup:
 
 
 def train_trial(trial, setup: TrialSetup, context: StudyContext):
-    """Fine-tune the trial's setup, reporting each epoch to the trial: what every data-parallel rank runs.
-
-    Returns (model, FinetuneResult, tokenizer); the tokenizer is None when the model saves its own.
+    """Fine-tune the trial's setup, reporting each epoch to the trial (None: the refit): what every data-parallel
+    rank runs. Returns (model, FinetuneResult, tokenizer); the tokenizer is None when the model saves its own.
     """
     pairs = context.pairs_for_model(setup.model_name)
     model, result = finetune(
@@ -91,42 +93,62 @@ def train_trial(trial, setup: TrialSetup, context: StudyContext):
 
 
 def follow_trials(context: StudyContext) -> None:
-    """A data-parallel follower rank: train every trial rank 0 announces (see pipeline.distributed)."""
-    distributed.follow_trials(lambda trial: train_trial(trial, trial_setup(trial, context), context))
+    """A data-parallel follower rank: train every trial (and the refit) rank 0 announces (see pipeline.distributed)."""
+    distributed.follow_trials(
+        lambda trial: train_trial(trial, trial_setup(trial, context), context),
+        lambda setup: train_trial(None, setup, context),
+    )
 
 
-def record_result(trial, result: FinetuneResult) -> dict[str, float]:
-    """The trial's validation figures, history and cost on the Optuna trial and its MLflow run."""
+def log_result(result: FinetuneResult) -> dict[str, float]:
+    """A run's best validation figures, cost and validation chart on the active MLflow run; returns the figures."""
     import mlflow
 
     validation = {key: result.best_metrics[key] for key in VALIDATION_KEYS}
-    trial.set_user_attr("validation", validation)
-    trial.set_user_attr("train_seconds", round(result.train_seconds, 1))
-    trial.set_user_attr("history", result.history)
     mlflow.log_metrics({f"best_val_{key}": value for key, value in validation.items()})
     mlflow.log_metrics(
-        {"train_seconds": result.train_seconds, "train_steps": result.train_steps, "train_pairs": result.train_pairs}
+        {
+            "train_seconds": result.train_seconds,
+            "train_steps": result.train_steps,
+            "train_pairs": result.train_pairs,
+            "train_nli_triplets": result.nli_triplets,
+        }
     )
     log_png(render_png(history_chart(result.history)), "plots/validation_history.png")  # about 0.15 s (1 s the first)
     return validation
 
 
-def run_trial(trial, shared, context: StudyContext) -> float:
-    """Inside the trial's MLflow run: log its params, train, record, save its model; returns the objective."""
+def record_result(trial, result: FinetuneResult) -> dict[str, float]:
+    """The trial's validation figures, history and cost on the Optuna trial and its MLflow run."""
+    validation = log_result(result)
+    trial.set_user_attr("validation", validation)
+    trial.set_user_attr("train_seconds", round(result.train_seconds, 1))
+    trial.set_user_attr("history", result.history)
+    return validation
+
+
+def log_setup(params: dict[str, Any], setup: TrialSetup, context: StudyContext) -> None:
+    """The run's params (the sampled ones plus what else it trained with) and its data, on the active MLflow run."""
     import mlflow
 
-    setup = trial_setup(shared, context)
     mlflow.log_params(
         {
-            **trial.params,
+            **params,
             "model_name": setup.model_name,
             "head": context.model.head,
+            "loss": setup.train.loss,
             "max_train_pairs": setup.train.max_train_pairs,
             "nli_triplets": setup.train.nli_triplets,
             "data_parallel_processes": distributed.world_size(),
         }
     )
     log_split_datasets(Path.cwd(), STUDY_SPLITS)  # the runs table's Dataset column
+
+
+def run_trial(trial, shared, context: StudyContext) -> float:
+    """Inside the trial's MLflow run: log its params, train, record, save its model; returns the objective."""
+    setup = trial_setup(shared, context)
+    log_setup(trial.params, setup, context)
     model, result, tokenizer = train_trial(shared, setup, context)
     validation = record_result(trial, result)
     folder = context.trials_dir / f"{TRIAL_DIR_PREFIX}{trial.number}"

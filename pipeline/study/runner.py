@@ -18,6 +18,7 @@ from pipeline.study import reports, storage
 from pipeline.study.budget import TrialBudget
 from pipeline.study.identity import study_identity
 from pipeline.study.objective import StudyContext
+from pipeline.study.refit import RefitResult, train_refit
 from pipeline.study.space import baseline_trial_params, pick_best_trial
 from pipeline.study.trials import run_trials
 from pipeline.study.workers import start_workers
@@ -56,20 +57,23 @@ def study_name_and_tags(params: Params, root: Path) -> tuple[str, dict[str, str]
     return study_name, {**tags, **lineage_tags(root)}
 
 
-def nli_triplets(wanted: int | None):
-    """The clean NLI triplets as a Dataset when train.nli_triplets asks for any (finetune takes the subset), else None."""
-    if wanted == 0:
+def nli_triplets(params: Params):
+    """The clean NLI triplets of train.nli_sources as a Dataset when the trials or the refit train on any (finetune
+    takes each one's subset), else None."""
+    refit_wants = params.refit.enabled and params.refit.nli_triplets != 0
+    if params.train.nli_triplets == 0 and not refit_wants:
         return None
     import datasets
 
-    from pipeline.nli import NLI
+    from pipeline.nli import NLI, from_sources
 
-    return datasets.Dataset.from_json(str(split_path(CLEAN_DIR, NLI)))
+    triplets = datasets.Dataset.from_json(str(split_path(CLEAN_DIR, NLI)))
+    return triplets.filter(lambda row: from_sources(row["source"], params.train.nli_sources))
 
 
 def study_context(params: Params, study_name: str, tags: dict[str, str]) -> StudyContext:
     """What every trial needs (the parent run id is filled in once the parent run exists)."""
-    head, pairs_cache = check_head_params(params.model, params.train), {}
+    head, pairs_cache = check_head_params(params.model, params.train, params.refit), {}
 
     def pairs_for_model(name: str) -> TrainingPairs:
         if name not in pairs_cache:
@@ -92,7 +96,7 @@ def study_context(params: Params, study_name: str, tags: dict[str, str]) -> Stud
         trials_dir=STUDIES_DIR / study_name,
         run_tags=tags,
         parent_run_id="",
-        nli=nli_triplets(params.train.nli_triplets),
+        nli=nli_triplets(params),
     )
 
 
@@ -149,8 +153,9 @@ def run_missing_trials(handles: StudyHandles, params: Params, worker_command: Se
         run_trials(study, context, None)
 
 
-def run_study(params: Params, worker_command: Sequence[str]) -> tuple[StudyHandles, Any]:
-    """Run the study's missing trials under its MLflow parent run; returns the handles and the best trial."""
+def run_study(params: Params, worker_command: Sequence[str]) -> tuple[StudyHandles, Any, RefitResult | None]:
+    """Run the study's missing trials under its MLflow parent run, then the refit of the best trial (when
+    refit.enabled); returns the handles, the best trial and the refit."""
     import mlflow
 
     from pipeline.tracking import STUDY_SPLITS, log_split_datasets
@@ -174,5 +179,6 @@ def run_study(params: Params, worker_command: Sequence[str]) -> tuple[StudyHandl
         best = pick_best_trial(study.get_trials(), params.study.objective, params.study.f1_tolerance)
         if best is None:
             raise PipelineError(f"study {study.study_name}: no trial completed (see the failed runs in MLflow)")
-        reports.log_study_summary(study, best)
-    return handles, best
+        refit = train_refit(handles.context, best, params.refit) if params.refit.enabled else None
+        reports.log_study_summary(study, best, refit)
+    return handles, best, refit

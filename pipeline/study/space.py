@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pipeline.config import SearchSpace, TrainParams
 
+
 @dataclass(frozen=True)
 class TrialSetup:
     """What one trial trains: its TrainParams and the encoder it fine-tunes."""

@@ -3,14 +3,19 @@
 import yaml
 
 
-def set_study(work, **values):
+def set_section(work, section, **values):
+    """Update one params section of the work folder's params.yaml."""
     params = yaml.safe_load((work / "params.yaml").read_text(encoding="utf-8"))
-    params["study"].update(values)
+    params[section].update(values)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
 
 
+def set_study(work, **values):
+    set_section(work, "study", **values)
+
+
 def runs_of(work):
-    """(parent runs, child runs) of the study experiment in the work folder's MLflow store."""
+    """(parent runs, child runs) of the study experiment in the work folder's MLflow store (refit runs are children)."""
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
