@@ -10,25 +10,32 @@ not a pickle) and applied with np.interp. The modes (train.calibration):
   is validation's F1-optimal raw cut and s(c) = threshold: s(w(t*)) = threshold, so the verdict at the
   threshold is the best cut's; the rest of the scale stays the mse map's.
 - off: the identity, not applied (the evidence is still recorded).
-- auto: the mode with the highest cross-fitted validation F1 at the threshold (each fold mapped by a map fitted
-  on the other folds, so the choice is not made on the pairs a map was fitted to); ties go to the simpler.
+- auto: a map only when its cross-fitted validation F1 at the threshold (each fold mapped by a map fitted on the
+  other folds, so the choice is not made on the pairs a map was fitted to) beats the raw scores' beyond noise:
+  the paired bootstrap's 95% interval of the difference lies above 0 (pipeline.promotion, the champion's rule).
+  Among such maps the higher F1 wins, ties to the simpler; none: off. A map that wins by noise on validation
+  was seen to lose on the test split's other domain (docs/insight.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipeline.metrics import MAX_SCORE, similarity_metrics
 from serving.pair_model import Calibration
 
+if TYPE_CHECKING:
+    from pipeline.promotion import Comparison
+
 __all__ = ["Calibration", "best_cut", "calibrate", "cross_fitted", "f1_map", "fit_map", "strict_map"]
 
 FOLDS = 5
 EPS = 1e-3  # the identity's weight in every fitted map: a slope of at least EPS everywhere on [0, 5]
 MODES = ("off", "mse", "f1")  # simplest first: auto's ties go to the earlier
+BOOTSTRAP_SAMPLES, CONFIDENCE = 1000, 0.95  # auto applies a map only when it beats raw beyond noise
 CHOICES = ("auto", *MODES)
 
 Points = tuple[list[float], list[float]]  # (raw breakpoints, calibrated value at each), as np.interp reads them
@@ -121,25 +128,35 @@ def cross_fitted(
     return predicted
 
 
-def _f1(metrics: dict[str, Any]) -> float:
-    """F1 for comparing modes: an undefined F1 (None) loses to any defined one."""
-    return -1.0 if metrics["f1"] is None else metrics["f1"]
+def pick_mode(
+    raw_scores: np.ndarray, gold: np.ndarray, crossed: dict[str, np.ndarray], threshold: float, seed: int
+) -> tuple[str, dict[str, Comparison]]:
+    """auto's choice: a fitted mode whose cross-fitted F1 beats the raw scores' beyond noise (the paired bootstrap's
+    interval of the difference lies above 0, as for the champion alias); the best such by F1, ties to the simpler;
+    "off" when none does. Returns the mode and each fitted mode's comparison with raw."""
+    from pipeline.promotion import paired_bootstrap
+
+    comparisons = {
+        mode: paired_bootstrap(gold, scores, raw_scores, "f1", threshold, BOOTSTRAP_SAMPLES, CONFIDENCE, seed)
+        for mode, scores in crossed.items()
+    }
+    winners = [mode for mode in MODES[1:] if comparisons[mode].low > 0]
+    if not winners:
+        return "off", comparisons
+    return max(winners, key=lambda mode: (comparisons[mode].challenger, -MODES.index(mode))), comparisons
 
 
-def pick_mode(by_mode: dict[str, dict[str, Any]]) -> str:
-    """The mode with the highest F1 in by_mode (cross-fitted metrics per mode); ties go to the earlier in MODES."""
-    chosen = MODES[0]
-    for mode in MODES[1:]:
-        if _f1(by_mode[mode]) > _f1(by_mode[chosen]):
-            chosen = mode
-    return chosen
-
-
-def _auto_reason(chosen: str, by_mode: dict[str, dict[str, Any]], threshold: float) -> str:
-    """One line: the chosen mode and every mode's cross-fitted F1 ("n/a" where undefined)."""
-    f1 = {mode: "n/a" if by_mode[mode]["f1"] is None else format(by_mode[mode]["f1"], ".4f") for mode in MODES}
-    figures = ", ".join(f"{mode} {value}" for mode, value in f1.items())
-    return f"auto: {chosen}: highest cross-fitted validation F1@{threshold} ({figures}; ties go to the simpler)"
+def _auto_reason(chosen: str, comparisons: dict[str, Comparison], threshold: float) -> str:
+    """One line: the chosen mode and every fitted mode's cross-fitted F1 and interval against raw."""
+    raw_f1 = next(iter(comparisons.values())).champion
+    figures = ", ".join(
+        f"{mode} {c.challenger:.4f} [{c.low:+.4f}, {c.high:+.4f}]" for mode, c in comparisons.items()
+    )  # fmt: skip
+    verdict = "beats raw beyond noise" if chosen != "off" else "no map beats raw beyond noise"
+    return (
+        f"auto: {chosen}: {verdict} (cross-fitted validation F1@{threshold}: off {raw_f1:.4f}, {figures}; "
+        f"{CONFIDENCE:.0%} paired-bootstrap intervals of map - raw)"
+    )
 
 
 def calibrate(raw_scores: np.ndarray, gold: np.ndarray, choice: str, threshold: float, seed: int = 0) -> Calibration:
@@ -155,18 +172,21 @@ def calibrate(raw_scores: np.ndarray, gold: np.ndarray, choice: str, threshold: 
         reason = f"fewer than {2 * FOLDS} validation pairs: not fitted"
         return Calibration(*IDENTITY, False, reason, {"mode": "off", "threshold": threshold})
     raw_metrics = similarity_metrics(gold, raw_scores, threshold)
-    crossed = {
-        mode: similarity_metrics(gold, cross_fitted(raw_scores, gold, _fitter(mode, threshold), seed=seed), threshold)
-        for mode in MODES[1:]
-    }
-    by_mode = {"off": raw_metrics, **crossed}
-    mode = pick_mode(by_mode) if choice == "auto" else choice
-    reason = _auto_reason(mode, by_mode, threshold) if choice == "auto" else f"train.calibration: {choice}"
+    scores = {mode: cross_fitted(raw_scores, gold, _fitter(mode, threshold), seed=seed) for mode in MODES[1:]}
+    crossed = {mode: similarity_metrics(gold, predicted, threshold) for mode, predicted in scores.items()}
+    mode, comparisons = pick_mode(raw_scores, gold, scores, threshold, seed)
+    if choice == "auto":
+        reason = _auto_reason(mode, comparisons, threshold)
+    else:
+        mode, reason = choice, f"train.calibration: {choice}"
     points, fallback = mode_map(mode, raw_scores, gold, threshold)
     if fallback:
         mode, reason = "mse", f"{reason}; f1 map not made ({fallback}): mse map instead"
     at_threshold = float(np.interp(threshold, points[1], points[0])) if points[1][0] <= threshold <= points[1][-1] else None
-    evidence = {"mode": mode, "threshold": threshold, "folds": FOLDS, "raw": raw_metrics, "cross_fitted": crossed}
+    evidence = {
+        "mode": mode, "threshold": threshold, "folds": FOLDS, "raw": raw_metrics, "cross_fitted": crossed,
+        "f1_vs_raw": {name: {"low": c.low, "high": c.high, "confidence": c.confidence} for name, c in comparisons.items()},
+    }  # fmt: skip
     return Calibration(*points, mode != "off", reason, {**evidence, "raw_at_threshold": at_threshold})
 
 
