@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := true
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup lock system-packages run test fuzz crash-test learning-curve ui plots bench-train compare tracking-server worker clean
+.PHONY: setup lock system-packages run quick test fuzz crash-test learning-curve ui plots bench-train compare tracking-server worker clean
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,14 @@ lock:
 
 run: setup
 	dvc repro
+	@echo
+	@python -m pipeline.results
+
+# The quick preset for trying things: one study trial on train.max_train_pairs, no refit, up to the error analysis
+# (no registry, no Bento), as a DVC experiment; ARGS="-S train.loss=cosent" sets more params. The workspace then
+# holds the experiment's params and outputs (`dvc exp show` compares; `git checkout params.yaml && dvc checkout` returns).
+quick: setup
+	dvc exp run -S refit.enabled=false -S study.n_trials=1 $(ARGS) analyze
 	@echo
 	@python -m pipeline.results
 

@@ -95,7 +95,8 @@ class PairScoreEvaluator(EmbeddingSimilarityEvaluator):
         cosine = pairwise_cosine(first, second)
         ours = similarity_metrics(self.gold, scores_from_cosine(cosine), self.threshold)
         metrics.update({name: (0.0 if value is None else float(value)) for name, value in ours.items() if name != "pairs"})
-        # CosineSimilarityLoss over the whole split: Trainer computes no eval loss for a DDP-wrapped bi-encoder.
+        # CosineSimilarityLoss over the whole split, whatever train.loss is (so runs with different losses compare);
+        # Trainer computes no eval loss for a DDP-wrapped bi-encoder.
         metrics["loss"] = float(np.mean((cosine - self.gold / MAX_SCORE) ** 2))
         self.primary_metric = "pearson"
         return metrics
