@@ -102,9 +102,8 @@ def finetune(
             for entry in trainer.state.log_history
             if "eval_pearson" in entry
         ]
-    best = max(history, key=lambda entry: entry[best_metric])
     result = FinetuneResult(
-        best_metrics=best,
+        best_metrics=max(history, key=lambda entry: entry[best_metric]),
         history=history,
         train_pairs=len(pairs.train),
         train_seconds=seconds,

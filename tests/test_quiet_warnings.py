@@ -50,7 +50,7 @@ def test_the_study_plots_show_no_experimental_warning(tmp_path):
     experiment_id = mlflow.create_experiment("quiet-warnings")  # explicit: an earlier test may leave another active
     with mlflow.start_run(experiment_id=experiment_id), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        log_study_summary(study, study.best_trial)
+        log_study_summary(study, study.best_trial, None)  # no refit
         artifacts = {item.path for item in mlflow.MlflowClient().list_artifacts(mlflow.active_run().info.run_id, "plots")}
     assert artifacts == {"plots/optimization_history.png", "plots/param_importances.png"}
     assert not [warning for warning in caught if issubclass(warning.category, optuna.exceptions.ExperimentalWarning)], [
