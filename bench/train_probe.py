@@ -73,25 +73,41 @@ def main() -> None:
         params.evaluate.threshold, quiet=True, nli=nli_triplets(params),
     )  # fmt: skip
     seconds = time.perf_counter() - started
-    settings = ModelSettings(head=params.model.head, base_model=params.model.name, hangul_only=params.preprocess.hangul_only,
-                             prefix=params.model.prefix, threshold=params.evaluate.threshold)  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="train-probe-") as folder:  # scored through the one scoring path, then dropped
-        save_pair_model(model, None, settings, Path(folder) / "model")
+    write_probe(args.name, params, model, result, seconds, {"overrides": overrides})
+
+
+def probe_settings(params, head: str | None = None) -> ModelSettings:
+    """The saved model's settings as the train stage writes them (head: params.model.head unless given)."""
+    return ModelSettings(head=head or params.model.head, base_model=params.model.name, hangul_only=params.preprocess.hangul_only,
+                         prefix=params.model.prefix, threshold=params.evaluate.threshold)  # fmt: skip
+
+
+def probe_scores(model, tokenizer, settings: ModelSettings) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Raw and gold scores of validation and test through the one scoring path (the model saved, loaded, dropped)."""
+    with tempfile.TemporaryDirectory(prefix="train-probe-") as folder:
+        save_pair_model(model, tokenizer, settings, Path(folder) / "model")
         scorer = PairScorer.from_folder(Path(folder) / "model")
-        scores = {split: split_scores(scorer, split) for split in ("validation", "test")}
+        return {split: split_scores(scorer, split) for split in ("validation", "test")}
+
+
+def write_probe(name: str, params, model, result, seconds: float, extra: dict) -> dict:
+    """Score the trained bi model, write RESULTS/NAME.json (+ .npz of raw scores) and print the figures."""
+    scores = probe_scores(model, None, probe_settings(params))
     RESULTS.mkdir(parents=True, exist_ok=True)
     arrays = {f"{split}_{kind}": value for split, (raw, gold) in scores.items() for kind, value in (("raw", raw), ("gold", gold))}
-    np.savez(RESULTS / f"{args.name}.npz", **arrays)
+    np.savez(RESULTS / f"{name}.npz", **arrays)
     report = {
-        "name": args.name, "overrides": overrides, "train_seconds": round(seconds, 1), "train_pairs": result.train_pairs,
-        "nli_triplets": result.nli_triplets, "calibration": calibration_table(scores, params.evaluate.threshold, train.seed),
+        "name": name, **extra, "train_seconds": round(seconds, 1), "train_pairs": result.train_pairs,
+        "nli_triplets": result.nli_triplets,
+        "calibration": calibration_table(scores, params.evaluate.threshold, params.train.seed),
     }  # fmt: skip
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     for choice, figures in report["calibration"].items():
         test = figures["test"]
-        print(f"{args.name} {choice:>4} ({figures['mode']}): test F1 {test['f1']:.4f} Pearson {test['pearson']:.4f} "
+        print(f"{name} {choice:>4} ({figures['mode']}): test F1 {test['f1']:.4f} Pearson {test['pearson']:.4f} "
               f"Spearman {test['spearman']:.4f}; validation Pearson {figures['validation']['pearson']:.4f}")  # fmt: skip
-    print(f"{seconds:.0f} s, {result.train_pairs} pairs, {result.nli_triplets} NLI triplets -> {RESULTS / args.name}.json")
+    print(f"{seconds:.0f} s, {result.train_pairs} pairs, {result.nli_triplets} NLI triplets -> {RESULTS / name}.json")
+    return report
 
 
 if __name__ == "__main__":
