@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.digests import file_digest
+from pipeline.digests import file_digest, json_digest
 from pipeline.errors import PipelineError
 from pipeline.paths import ONNX_DIR, PAIR_FOLDER, SETTINGS_FILE
 
@@ -92,9 +92,7 @@ def file_hashes(folder: Path) -> dict[str, str]:
 
 def files_digest(hashes: dict[str, str]) -> str:
     """A short digest of a folder's file hashes: equal digests, identical files."""
-    import hashlib
-
-    return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(hashes, length=16)
 
 
 def trained_files(hashes: dict[str, str]) -> dict[str, str]:

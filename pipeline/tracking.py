@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sqlite3
 import subprocess
@@ -11,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.digests import json_digest
 from pipeline.errors import PipelineError
 from pipeline.paths import MLFLOW_ARTIFACTS, MLFLOW_DB, OPTUNA_DB
 
@@ -130,8 +129,7 @@ def log_png(png: bytes, artifact_file: str) -> None:
 
 def params_hash(section: Any) -> str:
     """A short stable hash of a params section (what DVC would rerun on), to name studies and tag runs."""
-    text = json.dumps(section, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    return json_digest(section)
 
 
 def lineage_tags(root: Path) -> dict[str, str]:

@@ -436,3 +436,20 @@ def test_a_run_is_dirty_when_a_tracked_file_changed_but_not_for_dvc_lock(tmp_pat
     assert git_commit(tmp_path) == clean
     (tmp_path / "params.yaml").write_text("b\n", encoding="utf-8")
     assert git_commit(tmp_path) == f"{clean}-dirty"
+
+
+def test_the_tokenized_data_and_the_study_identity_are_the_same_in_another_clone(stage_repo, tmp_path, monkeypatch):
+    import shutil
+
+    from pipeline.digests import path_digest
+    from pipeline.stages import tokenize
+    from pipeline.study.identity import study_identity
+
+    tokenized, identity = path_digest(stage_repo / "data/tokenized"), study_identity(load_params(), stage_repo)
+    clone = shutil.copytree(stage_repo, tmp_path / "another" / "clone")
+    monkeypatch.chdir(clone)
+    for split in SPLITS:  # rewritten later, as a rerun of preprocess does
+        os.utime(clone / "data/clean" / f"{split}.jsonl", (1e9, 1e9))
+    tokenize.main()
+    assert path_digest(clone / "data/tokenized") == tokenized
+    assert study_identity(load_params(), clone).digest == identity.digest

@@ -31,10 +31,11 @@ def scores_from_logits(logits: np.ndarray) -> np.ndarray:
     return MAX_SCORE / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
 
 
-def encode_pairs(dataset, tokenizer, max_length: int, prefix: str = ""):
+def encode_pairs(dataset, tokenizer, max_length: int, prefix: str = "", fingerprint: str | None = None):
     """Pair encoding of prefix + each sentence, truncated to max_length (no padding: batches pad dynamically), labels = score.
 
-    A `length` column lets the length-grouped sampler bucket batches without re-reading input_ids.
+    A `length` column lets the length-grouped sampler bucket batches without re-reading input_ids. `fingerprint`: the
+    result's datasets fingerprint (default: derived by datasets, which hashes the source file's path and time).
     """
 
     def encode(batch):
@@ -44,7 +45,7 @@ def encode_pairs(dataset, tokenizer, max_length: int, prefix: str = ""):
         encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
         return encoded
 
-    return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenize")
+    return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenize", new_fingerprint=fingerprint)
 
 
 def score_loss(outputs, labels, num_items_in_batch=None):

@@ -5,7 +5,8 @@ What the `cross` and `mlp` heads train on (pipeline.heads.pair); the `bi` head r
 
 from __future__ import annotations
 
-from pipeline.config import load_params
+from pipeline.config import ModelParams, load_params
+from pipeline.digests import json_digest, path_digest
 from pipeline.errors import run_stage
 from pipeline.heads.pair import encode_pairs
 from pipeline.models import load_tokenizer
@@ -19,12 +20,15 @@ def main() -> None:
     params = load_params().model
     tokenizer = load_tokenizer(str(BASE_DIR), params.lowercase)
     tokenizer.model_max_length = params.max_length  # scoring reads it back from the saved tokenizer
+    tokenizer.save_pretrained(str(TOKENIZER_DIR))
     raw = datasets.DatasetDict({split: datasets.Dataset.from_json(str(split_path(CLEAN_DIR, split))) for split in SPLITS})
     encoded = datasets.DatasetDict(
-        {split: encode_pairs(raw[split], tokenizer, params.max_length, params.prefix) for split in SPLITS}
+        {
+            split: encode_pairs(raw[split], tokenizer, params.max_length, params.prefix, content_fingerprint(split, params))
+            for split in SPLITS
+        }
     )
     encoded.save_to_disk(str(TOKENIZED_PAIRS))
-    tokenizer.save_pretrained(str(TOKENIZER_DIR))
     for split in SPLITS:
         lengths = sorted(encoded[split]["length"])
         truncated = sum(length >= params.max_length for length in lengths)
@@ -33,6 +37,14 @@ def main() -> None:
             f"tokenize: {split}: {len(lengths)} pairs, median {lengths[len(lengths) // 2]} tokens, "
             f"{truncated} at max_length, {unknown:.1%} of tokens unknown"
         )
+
+
+def content_fingerprint(split: str, params: ModelParams) -> str:
+    """The encoded split's datasets fingerprint from what it is made of (the clean split, the saved tokenizer, the
+    encoding params), not from where the checkout lies: the stage's output, and the study identity over it, are the
+    same in every clone."""
+    sources = {"split": path_digest(split_path(CLEAN_DIR, split)), "tokenizer": path_digest(TOKENIZER_DIR)}
+    return json_digest({**sources, "max_length": params.max_length, "prefix": params.prefix}, length=16)
 
 
 def unknown_share(encoded, unk_token_id: int | None) -> float:

@@ -9,7 +9,6 @@ the study (more trials extend the same study), the refit and the calibration fit
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from pipeline.digests import file_digest
+from pipeline.digests import json_digest, path_digest
 from pipeline.errors import PipelineError
 from pipeline.paths import PIPELINE_FILE
 
@@ -30,7 +29,6 @@ NOT_IN_IDENTITY = {
     "train.calibration", "study.n_trials", "study.timeout_seconds", "study.storage", "study.workers", "mlflow",
     "refit",  # the refit runs after the trials and names its own model folder (pipeline.study.refit)
 }  # fmt: skip
-SKIPPED_FILES = ("__pycache__", ".pyc", ".partial", ".tmp")  # caches and staging, never a trial's input
 
 
 @dataclass(frozen=True)
@@ -66,26 +64,10 @@ def identity_params(params: Params, keys: list[str]) -> dict[str, Any]:
     return values
 
 
-def path_digest(path: Path) -> str:
-    """MD5 over a file, or over a folder's relative paths and file MD5s (caches and staging folders skipped)."""
-    if path.is_file():
-        return file_digest(path, "md5")
-    if not path.is_dir():
-        return "missing"
-    digest = hashlib.md5()
-    for file in sorted(item for item in path.rglob("*") if item.is_file()):
-        relative = file.relative_to(path).as_posix()
-        if any(part.endswith(SKIPPED_FILES) for part in relative.split("/")):
-            continue
-        digest.update(f"{relative}\0{file_digest(file, 'md5')}\n".encode())
-    return digest.hexdigest()
-
-
 def study_identity(params: Params, root: Path) -> StudyIdentity:
     """The identity of the study params and the files at root would train."""
     keys, deps = train_stage_definition(root)
     values = json.dumps(identity_params(params, keys), sort_keys=True, default=str)
     inputs = {dep: path_digest(root / dep) for dep in deps}
-    params_digest = hashlib.sha256(values.encode()).hexdigest()[:12]
-    whole = hashlib.sha256(json.dumps({"params": values, "inputs": inputs}, sort_keys=True).encode()).hexdigest()[:12]
-    return StudyIdentity(digest=whole, params_digest=params_digest, inputs=inputs)
+    whole = json_digest({"params": values, "inputs": inputs})
+    return StudyIdentity(digest=whole, params_digest=json_digest(values), inputs=inputs)

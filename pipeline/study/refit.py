@@ -9,7 +9,6 @@ finished study is reused; anything else trains a new one and drops the old.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline import distributed
+from pipeline.digests import json_digest
 from pipeline.heads import save_pair_model
 from pipeline.study.objective import StudyContext, log_result, log_setup, train_trial
 from pipeline.study.space import TrialSetup, suggest_trial_setup
@@ -57,8 +57,7 @@ def refit_setup(best, context: StudyContext, refit: RefitParams) -> TrialSetup:
 def refit_folder(trials_dir: Path, best, refit: RefitParams) -> Path:
     """studies/<study>/refit-<digest of the refit params and the winner>."""
     what = {"trial": best.number, "params": best.params, "refit": refit.model_dump()}
-    digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return trials_dir / f"{REFIT_DIR_PREFIX}{digest}"
+    return trials_dir / f"{REFIT_DIR_PREFIX}{json_digest(what)}"
 
 
 def finished_refit(folder: Path) -> RefitResult | None:
