@@ -55,7 +55,7 @@ class CardFacts:
     commit: str
     dirty: bool
     lineage: dict[str, str] = field(default_factory=dict)  # data.<split>.md5
-    refit: dict[str, Any] | None = None  # reports/study.json's refit: the final fit that was shipped, if any
+    trained_on: str = ""  # reports/study.json's shipped description: the refit (its budget) or the chosen trial
 
 
 def base_licence(folder: Path, record: dict[str, Any]) -> str:
@@ -97,7 +97,7 @@ def model_card(facts: CardFacts) -> str:
         f"- base model: `{facts.base_model}` (licence: {facts.base_licence})",
         f"- head: `{facts.head}`; hyperparameters of the chosen trial: "
         + ", ".join(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}" for key, value in hyper),
-        f"- trained: {_training(facts)}",
+        f"- trained: {facts.trained_on}",
         "",
         "## Data",
         markdown_table([{"split": s, "data set": d, "licence": lic} for s, d, lic in datasets], ["split", "data set", "licence"]),
@@ -125,17 +125,6 @@ def model_card(facts: CardFacts) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def _training(facts: CardFacts) -> str:
-    """What the shipped weights were fitted on: the refit's budget, or the chosen trial's own run."""
-    if facts.refit is None:
-        return "the chosen trial's own run (refit.enabled: false)"
-    refit = facts.refit
-    return (
-        f"a refit of trial {refit['trial']} with its hyperparameters on {refit['train_pairs']:,} pairs and "
-        f"{refit['nli_triplets']:,} NLI triplets ({refit['train_seconds']:.0f} s)"
-    )
 
 
 def registry_description(card: str) -> str:

@@ -60,16 +60,10 @@ def results_table(
         return f"no {METRICS} yet: run `dvc repro` first"
     lines = metric_rows(metrics)
     if study is not None:
-        validation, refit, trials = study["validation"], study.get("refit"), len(study.get("trials", []))
-        shipped = (
-            f"refit of trial {refit['trial']} (of {trials}) on {refit['train_pairs']:,} pairs "
-            f"+ {refit['nli_triplets']:,} NLI triplets"
-            if refit
-            else f"chosen trial {study['best_trial']} of {trials}"
-        )
+        validation, trials = study["validation"], len(study.get("trials", []))
         lines += [
             "",
-            f"validation, {shipped}: "
+            f"validation, {study['shipped']['description']}, of a {trials}-trial study: "
             + "  ".join(f"{key} {_number(validation.get(key))}" for key in ("f1", "pearson", "spearman", "mse")),
         ]
     if register is not None:

@@ -1,7 +1,10 @@
 """Error analysis (pipeline/analysis.py), the results table (pipeline/results.py) and the model card
 (pipeline/model_card.py) on small constructed inputs."""
 
+from pathlib import Path
+
 import numpy as np
+import optuna
 import pytest
 
 from pipeline.analysis import (
@@ -17,6 +20,8 @@ from pipeline.analysis import (
 from pipeline.metrics import SCORE_BUCKETS
 from pipeline.model_card import MAX_DESCRIPTION_CHARS, CardFacts, model_card, registry_description
 from pipeline.results import results_table
+from pipeline.study.refit import RefitResult
+from pipeline.study.shipped import shipped_model
 
 
 def rows(seed: int = 0, count: int = 80) -> list[dict]:
@@ -82,14 +87,24 @@ def test_results_table_is_short_and_names_every_source():
         "test": {"f1": 0.7, "pearson": 0.8, "spearman": 0.79, "mse": 1.2, "pairs": 10},
         "by_source": {"airbnb": {"f1": 0.5, "pearson": None, "spearman": 0.1, "mse": 0.4, "pairs": 10}},
     }
+    trials = optuna.create_study()
+    for number in range(2):
+        attrs = {"mlflow_run_id": f"run-{number}", "validation": {"pearson": 0.8}, "train_pairs": 1000, "nli_triplets": 0}
+        trials.add_trial(optuna.trial.create_trial(value=number, user_attrs=attrs))
+    best = trials.trials[1]
     study = {"best_trial": 1, "trials": [{}, {}], "validation": {"f1": 0.81, "pearson": 0.84, "spearman": 0.83, "mse": 0.7}}
-    table = results_table(metrics, study, None, None)
+    table = results_table(metrics, {**study, "shipped": shipped_model(best, None, Path("studies/s")).summary()}, None, None)
     lines = table.splitlines()
     assert len(lines) <= 12 and max(map(len, lines)) <= 130
-    assert "airbnb" in table and "0.700" in table and "0.840" in table and "chosen trial 1 of 2" in table
-    refit = {"trial": 1, "train_pairs": 5700, "nli_triplets": 3500}
-    with_refit = results_table(metrics, {**study, "refit": refit}, None, None)
-    assert "refit of trial 1 (of 2) on 5,700 pairs + 3,500 NLI triplets" in with_refit
+    assert "airbnb" in table and "0.700" in table and "0.840" in table
+    assert "validation, trial 1's own model (refit.enabled: false), of a 2-trial study" in table
+    refit = RefitResult("studies/s/refit-x", "run-r", 1, {}, 5700, 3500, {"pearson": 0.85}, 959.4)
+    shipped = shipped_model(best, refit, Path("studies/s"))
+    assert (shipped.folder, shipped.run_id, shipped.validation) == (Path("studies/s/refit-x"), "run-r", {"pearson": 0.85})
+    assert shipped_model(best, None, Path("studies/s")).folder == Path("studies/s/trial-1")
+    with_refit = results_table(metrics, {**study, "shipped": shipped.summary()}, None, None)
+    assert "refit of trial 1 on 5,700 pairs + 3,500 NLI triplets (959 s), of a 2-trial study" in with_refit
+    assert f"- trained: {shipped.description}" in model_card(card_facts(trained_on=shipped.description))
     assert results_table(None, None, None, None).startswith("no reports/metrics.json")
 
 

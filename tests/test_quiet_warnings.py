@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 
 import optuna
 
@@ -36,6 +37,7 @@ def test_the_study_plots_show_no_experimental_warning(tmp_path):
     import mlflow
 
     from pipeline.study.reports import log_study_summary
+    from pipeline.study.shipped import shipped_model
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
@@ -50,7 +52,7 @@ def test_the_study_plots_show_no_experimental_warning(tmp_path):
     experiment_id = mlflow.create_experiment("quiet-warnings")  # explicit: an earlier test may leave another active
     with mlflow.start_run(experiment_id=experiment_id), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        log_study_summary(study, study.best_trial, None)  # no refit
+        log_study_summary(study, study.best_trial, shipped_model(study.best_trial, None, Path("studies")))  # no refit
         artifacts = {item.path for item in mlflow.MlflowClient().list_artifacts(mlflow.active_run().info.run_id, "plots")}
     assert artifacts == {"plots/optimization_history.png", "plots/param_importances.png"}
     assert not [warning for warning in caught if issubclass(warning.category, optuna.exceptions.ExperimentalWarning)], [

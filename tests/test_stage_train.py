@@ -45,6 +45,7 @@ def test_study_trials_are_nested_runs_and_the_best_model_is_kept(stage_repo):
         assert {key: run.data.tags.get(key) for key in lineage} == lineage
         assert run.data.tags["git.dirty"] in {"true", "false"} and "git.commit" in run.data.tags
     assert parents[0].data.tags["best_trial"] == str(report["best_trial"])
+    assert report["shipped"]["run_id"] == report["model_run_id"] == report["best_run_id"]  # refit.enabled: false
     import mlflow
 
     artifacts = {item.path for item in mlflow.MlflowClient().list_artifacts(parents[0].info.run_id, "plots")}
@@ -70,6 +71,7 @@ def test_the_refit_trains_the_winner_on_all_pairs_in_a_nested_run_and_is_what_sh
     [refit_run] = [run for run in children if run.data.tags.get("korean_sts.role") == "refit"]
     trials = [run for run in children if run is not refit_run]
     assert refit_run.info.run_id == refit["run_id"] == report["model_run_id"] != report["best_run_id"]
+    assert report["shipped"]["run_id"] == refit["run_id"] and report["shipped"]["description"].startswith("refit of trial")
     assert refit_run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id and refit_run.info.status == "FINISHED"
     assert refit_run.data.tags["refit.of_trial"] == str(report["best_trial"]) == str(refit["trial"])
     assert parents[0].data.tags["model_run_id"] == refit["run_id"]

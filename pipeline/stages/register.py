@@ -115,7 +115,7 @@ def publish_model_card(params, version: str, settings, study: dict[str, Any], ev
         head=settings.head,
         data_source=params.data.source,
         korsts_added=params.data.hub_add_korsts,
-        nli_triplets=study["refit"]["nli_triplets"] if study.get("refit") else params.train.nli_triplets,
+        nli_triplets=study["shipped"]["nli_triplets"],
         train_params=study["best_params"],
         validation=study["validation"],
         test=evaluation,
@@ -123,7 +123,7 @@ def publish_model_card(params, version: str, settings, study: dict[str, Any], ev
         commit=lineage["git.commit"],
         dirty=lineage["git.dirty"] == "true",
         lineage={key: value for key, value in lineage.items() if key.startswith("data.")},
-        refit=study.get("refit"),
+        trained_on=study["shipped"]["description"],
     )
     card = model_card(facts)
     atomic_write_text(MODEL_CARD, card)

@@ -18,7 +18,7 @@ from pathlib import Path
 from pipeline.config import Params, load_params
 from pipeline.errors import PipelineError, run_stage
 from pipeline.models import ModelSettings
-from pipeline.paths import CLEAN_DIR, MODEL_DIR, STUDY_REPORT, TRAIN_HISTORY, TRAIN_METRICS, TRIAL_DIR_PREFIX
+from pipeline.paths import CLEAN_DIR, MODEL_DIR, STUDY_REPORT, TRAIN_HISTORY, TRAIN_METRICS
 from pipeline.swap import replace_folder
 from pipeline.tables import read_jsonl, split_path, write_json
 
@@ -60,28 +60,25 @@ def train_stage(params: Params) -> None:
     from pipeline.study.runner import run_study
     from pipeline.study.workers import stage_command
 
-    handles, best, refit = run_study(params, stage_command(MODULE))
+    handles, best, shipped = run_study(params, stage_command(MODULE))
     study = handles.study
-    best_folder = handles.context.trials_dir / f"{TRIAL_DIR_PREFIX}{best.number}"
-    model_folder = Path(refit.folder) if refit is not None else best_folder
-    if not (model_folder / "model.safetensors").is_file():
+    if not (shipped.folder / "model.safetensors").is_file():
         raise PipelineError(
-            f"study {study.study_name}: {'the refit' if refit else f'best trial {best.number}'} has no saved model at "
-            f"{model_folder} (models are kept under studies/; to train again, delete the study or change study.name)"
+            f"study {study.study_name}: the {shipped.description} has no saved model at {shipped.folder} (models are "
+            "kept under studies/; to train again, delete the study or change study.name)"
         )
-    trained_at = ModelSettings.load(model_folder).threshold
+    trained_at = ModelSettings.load(shipped.folder).threshold
     if trained_at != params.evaluate.threshold:  # a reused study whose name does not cover the threshold
         raise PipelineError(
             f"study {study.study_name}: its trials were validated at threshold {trained_at} but evaluate.threshold is "
             f"{params.evaluate.threshold}: dvc.yaml's train stage must list evaluate.threshold (it names the study)"
         )
-    calibration = install_model(model_folder, MODEL_DIR, params.train.calibration, params.train.seed)
-    write_json(TRAIN_HISTORY, refit.history if refit is not None else best.user_attrs.get("history", []))
-    metrics = reports.study_metrics(study, best, refit, calibration)
+    calibration = install_model(shipped.folder, MODEL_DIR, params.train.calibration, params.train.seed)
+    write_json(TRAIN_HISTORY, shipped.history)
+    metrics = reports.study_metrics(study, best, shipped, calibration)
     write_json(TRAIN_METRICS, metrics)
-    reports.write_study_report(STUDY_REPORT, study, best, refit, handles.context.parent_run_id)
-    shipped = f"refit of trial {best.number}" if refit is not None else f"best trial {best.number}"
-    print(f"train: {shipped} {best.params}: validation {metrics['validation']} -> {MODEL_DIR}")
+    reports.write_study_report(STUDY_REPORT, study, best, shipped, handles.context.parent_run_id)
+    print(f"train: {shipped.description} {best.params}: validation {metrics['validation']} -> {MODEL_DIR}")
 
 
 def main(argv: Sequence[str] = ()) -> None:

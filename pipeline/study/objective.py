@@ -124,6 +124,8 @@ def record_result(trial, result: FinetuneResult) -> dict[str, float]:
     trial.set_user_attr("validation", validation)
     trial.set_user_attr("train_seconds", round(result.train_seconds, 1))
     trial.set_user_attr("history", result.history)
+    trial.set_user_attr("train_pairs", result.train_pairs)
+    trial.set_user_attr("nli_triplets", result.nli_triplets)
     return validation
 
 

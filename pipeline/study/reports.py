@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.tables import write_json
 
 if TYPE_CHECKING:
-    from pipeline.study.refit import RefitResult
+    from pipeline.study.shipped import ShippedModel
 
 
 def trial_state_counts(study) -> dict[str, int]:
@@ -39,15 +39,15 @@ def trials_table(study) -> list[dict[str, Any]]:
     ]
 
 
-def log_study_summary(study, best, refit: RefitResult | None) -> None:
-    """On the (active) parent run: best value and params, the refit's run, and Optuna's plots as artifacts."""
+def log_study_summary(study, best, shipped: ShippedModel) -> None:
+    """On the (active) parent run: best value and params, the shipped model's run, and Optuna's plots as artifacts."""
     import mlflow
     import optuna
 
     mlflow.set_tags({"best_trial": str(best.number), "best_run_id": best.user_attrs.get("mlflow_run_id", "")})
-    mlflow.set_tag("model_run_id", model_run_id(best, refit))  # the run whose model the stage ships
-    if refit is not None:
-        mlflow.log_metrics({f"refit_val_{key}": value for key, value in refit.validation.items()})
+    mlflow.set_tag("model_run_id", shipped.run_id)  # the run whose model the stage ships
+    if shipped.refit is not None:
+        mlflow.log_metrics({f"refit_val_{key}": value for key, value in shipped.validation.items()})
     mlflow.log_metric("best_value", best.value)
     mlflow.log_metrics({f"best_val_{key}": value for key, value in best.user_attrs["validation"].items()})
     mlflow.log_dict({"number": best.number, "params": best.params, "value": best.value}, "best_trial.json")
@@ -72,35 +72,32 @@ def log_study_summary(study, best, refit: RefitResult | None) -> None:
                 mlflow.set_tag("plots.param_importances_skipped", str(error)[:250])
 
 
-def model_run_id(best, refit: RefitResult | None) -> str:
-    """The MLflow run whose model the stage ships: the refit's, else the best trial's."""
-    return refit.run_id if refit is not None else best.user_attrs.get("mlflow_run_id", "")
-
-
-def study_metrics(study, best, refit: RefitResult | None, calibration) -> dict[str, Any]:
-    """reports/train_metrics.json: the shipped model's validation figures (the refit's, else the best trial's), trial
-    states, cost (study and refit) and the calibration evidence."""
+def study_metrics(study, best, shipped: ShippedModel, calibration) -> dict[str, Any]:
+    """reports/train_metrics.json: the shipped model's validation figures, trial states, cost (study and refit) and
+    the calibration evidence."""
     return {
-        "validation": refit.validation if refit is not None else best.user_attrs["validation"],
+        "validation": shipped.validation,
         "best_trial": best.number,
         "best_trial_validation": best.user_attrs["validation"],
         "trials": trial_state_counts(study),
         "train_seconds": {
             "best_trial": best.user_attrs.get("train_seconds"),
             "study": study_train_seconds(study),
-            "refit": None if refit is None else refit.train_seconds,
+            "refit": None if shipped.refit is None else shipped.refit.train_seconds,
         },
         "calibration": {"applied": calibration.applied, "reason": calibration.reason, **calibration.validation},
     }
 
 
-def refit_summary(refit: RefitResult | None) -> dict[str, Any] | None:
+def refit_summary(shipped: ShippedModel) -> dict[str, Any] | None:
     """The refit as reports/study.json shows it (no history: that is reports/train_history.json)."""
+    refit = shipped.refit
     return None if refit is None else {key: value for key, value in asdict(refit).items() if key != "history"}
 
 
-def write_study_report(path: Path, study, best, refit: RefitResult | None, parent_run_id: str) -> None:
-    """The study for humans and for the register stage: the winner, the refit, the run to register, every trial."""
+def write_study_report(path: Path, study, best, shipped: ShippedModel, parent_run_id: str) -> None:
+    """The study for humans and for the register stage: the winner, the refit, what ships (its run is what register
+    registers), every trial."""
     write_json(
         path,
         {
@@ -111,9 +108,10 @@ def write_study_report(path: Path, study, best, refit: RefitResult | None, paren
             "best_params": best.params,
             "best_value": best.value,
             "best_validation": best.user_attrs.get("validation"),
-            "refit": refit_summary(refit),
-            "model_run_id": model_run_id(best, refit),  # what register registers
-            "validation": refit.validation if refit is not None else best.user_attrs.get("validation"),
+            "refit": refit_summary(shipped),
+            "shipped": shipped.summary(),
+            "model_run_id": shipped.run_id,  # what register registers
+            "validation": shipped.validation,
             "trials": trials_table(study),
         },
     )

@@ -18,7 +18,8 @@ from pipeline.study import reports, storage
 from pipeline.study.budget import TrialBudget
 from pipeline.study.identity import study_identity
 from pipeline.study.objective import StudyContext
-from pipeline.study.refit import RefitResult, train_refit
+from pipeline.study.refit import train_refit
+from pipeline.study.shipped import ShippedModel, shipped_model
 from pipeline.study.space import baseline_trial_params, pick_best_trial
 from pipeline.study.trials import run_trials
 from pipeline.study.workers import start_workers
@@ -153,9 +154,9 @@ def run_missing_trials(handles: StudyHandles, params: Params, worker_command: Se
         run_trials(study, context, None)
 
 
-def run_study(params: Params, worker_command: Sequence[str]) -> tuple[StudyHandles, Any, RefitResult | None]:
+def run_study(params: Params, worker_command: Sequence[str]) -> tuple[StudyHandles, Any, ShippedModel]:
     """Run the study's missing trials under its MLflow parent run, then the refit of the best trial (when
-    refit.enabled); returns the handles, the best trial and the refit."""
+    refit.enabled); returns the handles, the best trial and the model to ship."""
     import mlflow
 
     from pipeline.tracking import STUDY_SPLITS, log_split_datasets
@@ -180,5 +181,6 @@ def run_study(params: Params, worker_command: Sequence[str]) -> tuple[StudyHandl
         if best is None:
             raise PipelineError(f"study {study.study_name}: no trial completed (see the failed runs in MLflow)")
         refit = train_refit(handles.context, best, params.refit) if params.refit.enabled else None
-        reports.log_study_summary(study, best, refit)
-    return handles, best, refit
+        shipped = shipped_model(best, refit, handles.context.trials_dir)
+        reports.log_study_summary(study, best, shipped)
+    return handles, best, shipped
