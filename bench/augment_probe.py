@@ -6,7 +6,8 @@ bi-encoder's similarity; the bi-encoder then trains on gold + silver (+ the NLI 
                                        [--set key=value ...] [--cross-set key=value ...]
 
 --set: the bi-encoder's train.<KEY> overrides (default: the refit's budget, all pairs and all NLI triplets);
---cross-set: the cross-encoder's. On the pipeline's data/clean, data/tokenized and models/base (after
+--cross-set: the cross-encoder's. --gold-pairs N: teacher and student see the same seeded N gold pairs (as a trial's
+budget does), the student all silver pairs beside them. On the pipeline's data/clean, data/tokenized and models/base (after
 `dvc repro tokenize`). Writes bench/results/train_probe/NAME.json (as bench/train_probe.py, plus the teacher's
 figures, the silver labels' spread and each phase's seconds) and NAME-silver.jsonl (the labelled pairs).
 """
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.train_probe import RESULTS, probe_settings, split_scores, write_probe
 from pipeline.config import load_params
-from pipeline.finetune import finetune
+from pipeline.finetune import finetune, select_train_pairs
 from pipeline.heads import check_head_params, head_named, save_pair_model
 from pipeline.heads.bi import load_bi_encoder
 from pipeline.metrics import similarity_metrics
@@ -81,12 +82,16 @@ def main() -> None:
     parser.add_argument("--silver-pairs", type=int, default=3000)
     parser.add_argument("--per-sentence", type=int, default=2)
     parser.add_argument("--silver-sources", nargs="*", default=["klue-nli"])
+    parser.add_argument("--gold-pairs", type=int, default=None, help="a seeded subset of the gold pairs (default: all)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--cross-set", nargs="*", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     params = load_params()
     train, overrides = overridden(params.train, args.set, REFIT_BUDGET)
-    cross_train, cross_overrides = overridden(params.train, args.cross_set, CROSS_DEFAULTS)
+    if train.max_train_pairs is not None:
+        parser.error("--set max_train_pairs: the student trains on all gold (--gold-pairs) and silver pairs")
+    gold_budget = {"max_train_pairs": args.gold_pairs}
+    cross_train, cross_overrides = overridden(params.train, args.cross_set, CROSS_DEFAULTS | gold_budget)
     params = params.model_copy(update={"train": train, "refit": params.refit.model_copy(update={"enabled": False})})
     seconds = {}
 
@@ -112,7 +117,8 @@ def main() -> None:
     head = check_head_params(params.model, train)
     gold = head.training_pairs(params.model, params.model.name)
     columns = ["guid", "source", "sentence1", "sentence2", "score"]
-    augmented = datasets.concatenate_datasets([gold.train.select_columns(columns), datasets.Dataset.from_list(rows)])
+    gold_rows = select_train_pairs(gold.train, args.gold_pairs, train.seed).select_columns(columns)  # the teacher's
+    augmented = datasets.concatenate_datasets([gold_rows, datasets.Dataset.from_list(rows)])
     started = time.perf_counter()
     model, result = finetune(
         str(BASE_DIR), params.model, gold._replace(train=augmented), train, params.evaluate.threshold,
