@@ -2,6 +2,8 @@
 graph removed, the first (fastest) recipe that passes is kept and named, none passing falls back to fp32 ONNX and
 then torch; and the gate's percentile rule."""
 
+import math
+
 import numpy as np
 import onnx
 import pytest
@@ -9,8 +11,9 @@ import pytest
 from pipeline.paths import ONNX_DIR
 from pipeline.runtimes import RUNTIMES
 from pipeline.runtimes.gate import GateRule, judge
-from pipeline.runtimes.int8 import INT8_RECIPES, spread_sample
+from pipeline.runtimes.int8 import INT8_RECIPES, SENSITIVE_FRACTION, spread_sample
 from pipeline.runtimes.selection import calibration_batches, choose_runtime
+from pipeline.runtimes.sensitivity import dynamic_uint8, matmul_errors, most_sensitive, per_channel_int8
 from pipeline.scoring import PairScorer
 from tests.support.toy_models import bi_pair_model
 from tests.test_runtimes import PAIRS
@@ -33,33 +36,42 @@ def test_each_recipe_makes_its_kind_of_int8_graph(bi_folder):
     batches = calibration_batches(bi_folder, SENTENCES)
     assert [batch["input_ids"].shape[0] for batch in batches] == [len(SENTENCES)]  # one batch of the 8 sentences
     assert calibration_batches(bi_folder, SENTENCES * 5)[1]["input_ids"].shape == (8, batches[0]["input_ids"].shape[1])
-    ops, float_tables = {}, {}
+    ops, float_tables, float_matmuls = {}, {}, {}
     for recipe in INT8_RECIPES:
         RUNTIMES["onnx-int8"].build(bi_folder, recipe, batches)
         graph = onnx.load(str(bi_folder / ONNX_DIR / "model_int8.onnx")).graph
         ops[recipe.name] = {node.op_type for node in graph.node}
         float_tables[recipe.name] = sum(len(t.dims) == 2 and t.data_type == onnx.TensorProto.FLOAT for t in graph.initializer)
+        float_matmuls[recipe.name] = sum(node.op_type == "MatMul" for node in graph.node)
         (bi_folder / ONNX_DIR / "model_int8.onnx").unlink()
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops["dynamic-matmul"] & ops["dynamic-all"]
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops["static-qdq"] and "DynamicQuantizeLinear" not in ops["static-qdq"]
     # the embedding tables (word, position, token type) stay float but under dynamic-all, which quantizes their Gathers
     assert float_tables["dynamic-all"] == 0 < float_tables["dynamic-matmul"] == float_tables["static-qdq"]
+    weight_matmuls = sum(node.op_type == "MatMul" for node in onnx.load(str(bi_folder / ONNX_DIR / "model.onnx")).graph.node)
+    weight_matmuls -= float_matmuls["dynamic-matmul"]  # the attention's two MatMuls a layer have no weight: float
+    kept = math.ceil(SENSITIVE_FRACTION * weight_matmuls)
+    assert float_matmuls["dynamic-matmul-sensitive"] == float_matmuls["dynamic-matmul"] + kept
 
 
-def test_none_passing_falls_back_to_fp32_onnx_then_torch(bi_folder):
-    fp32 = choose_runtime(bi_folder, "auto", PAIRS, GOLD, GateRule(1.0, 1e-5), calibration=SENTENCES)  # int8 >= 6e-5
-    assert fp32.runtime == "onnx" and fp32.recipe is None
-    assert [(entry["recipe"], entry["passed"]) for entry in fp32.gate] == [
-        *((recipe.name, False) for recipe in INT8_RECIPES),
-        (None, True),
-    ]
-    assert "onnx-int8 (static-qdq): refused: p99.5 score shift" in fp32.reason and graphs(bi_folder) == ["model.onnx"]
-    torch = choose_runtime(bi_folder, "auto", PAIRS, GOLD, GateRule(0.0, 0.0, 100.0), calibration=SENTENCES)
-    assert torch.runtime == "torch" and torch.reason.startswith("torch: onnx-int8 (dynamic-matmul): refused: ")
-    assert [entry["passed"] for entry in torch.gate] == [False] * 4 and graphs(bi_folder) == []
-    uncalibrated = choose_runtime(bi_folder, "onnx-int8", PAIRS, GOLD, LOOSE, recipes=INT8_RECIPES[2:])
-    assert uncalibrated.runtime == "torch" and not uncalibrated.gate
-    assert uncalibrated.reason == "torch: onnx-int8 (static-qdq): skipped: no calibration sentences"
+def test_the_sensitive_recipe_keeps_the_matmuls_int8_hurts_most(bi_folder):
+    batches = calibration_batches(bi_folder, SENTENCES)
+    fp32 = bi_folder / ONNX_DIR / "model.onnx"
+    errors = matmul_errors(fp32, batches)
+    assert len(errors) == 12 and all(0 < error < 0.5 for error in errors.values())  # 2 layers x (q, k, v, out, 2 FFN)
+    RUNTIMES["onnx-int8"].build(bi_folder, next(r for r in INT8_RECIPES if r.name == "dynamic-matmul-sensitive"), batches)
+    graph = onnx.load(str(bi_folder / ONNX_DIR / "model_int8.onnx")).graph
+    float_weight_matmuls = {node.name for node in graph.node if node.op_type == "MatMul" and node.name in errors}
+    assert float_weight_matmuls == set(most_sensitive(errors, SENSITIVE_FRACTION))
+    assert most_sensitive({"a": 0.1, "b": 0.3, "c": 0.2, "d": 0.3}, 0.5) == ["b", "d"]
+
+
+def test_the_simulated_int8_keeps_values_on_its_grid_and_rounds_the_rest_to_it():
+    on_grid = np.array([-51, 0, 25, 204], dtype=np.float32) * 0.01  # range 2.55: steps of 0.01, zero point 51
+    np.testing.assert_allclose(dynamic_uint8(on_grid), on_grid, atol=1e-6)
+    assert abs(dynamic_uint8(np.array([-0.51, 0.2549, 2.04], dtype=np.float32))[1] - 0.25) < 1e-6  # rounded to 25 steps
+    weight = np.array([[1.0, -0.02], [-64 / 127, 0.02 * 50 / 127]], dtype=np.float32)  # scales 1/127 and 0.02/127
+    np.testing.assert_allclose(per_channel_int8(weight), weight, rtol=1e-6)
 
 
 def test_a_refused_recipe_is_skipped_and_the_first_that_passes_is_served(bi_folder):

@@ -38,9 +38,9 @@ def without_preprocessing_advice() -> Iterator[None]:
         root.removeFilter(not_the_advice)
 
 
-def quantize_int8(source: Path, target: Path, op_types: Sequence[str] | None = None) -> Path:
+def quantize_int8(source: Path, target: Path, op_types: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> Path:
     """Dynamic int8 quantization of the weights, one scale per output channel (activations quantized on the fly; VNNI),
-    of the nodes of op_types (None: every type onnxruntime quantizes: MatMul, Gather, ...)."""
+    of the nodes of op_types (None: every type onnxruntime quantizes: MatMul, Gather, ...) but those named in exclude."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with without_preprocessing_advice():
@@ -48,6 +48,7 @@ def quantize_int8(source: Path, target: Path, op_types: Sequence[str] | None = N
             str(source),
             str(target),
             op_types_to_quantize=list(op_types) if op_types is not None else None,
+            nodes_to_exclude=list(exclude),
             weight_type=QuantType.QInt8,
             per_channel=True,
         )
