@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 Batches = Sequence[dict[str, np.ndarray]]  # the graph's inputs (input_ids, attention_mask), one dict per batch
-# Training sentences whose activations set static-qdq's ranges: onnxruntime keeps every calibrated activation in memory
-# (e5-small: ~32k floats a token over its 48 MatMul inputs; 128 sentences padded to ~70 tokens: ~1.2 GB, twice that
-# while it stacks them), so a hundred or so, not thousands.
+# Training sentences whose activations calibrate: onnxruntime keeps every MatMul input and output of every batch in
+# memory, then stacks them (estimated for e5-small: ~80k floats a token; 128 sentences padded to ~70 tokens ~3 GB,
+# twice that while stacked; not measured yet), so a hundred or so, not thousands.
 CALIBRATION_SENTENCES = 128
 CALIBRATION_BATCH = 32
 
