@@ -78,6 +78,7 @@ TRAINED_DIGEST_TAG = "pair_model.trained_digest"
 # artifact of the version's run, which package ships without exporting or gating again.
 SERVING_RECORD_TAG = "serving.record"
 SERVING_RUNTIME_TAG = "serving.runtime"
+SERVING_RECIPE_TAG = "serving.int8_recipe"  # onnx-int8 only: which int8 recipe made the served graph
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")  # loading one can run code
 
 
@@ -119,7 +120,9 @@ def log_serving_record(record: dict[str, Any], run_id: str | None = None) -> dic
         mlflow.log_dict(record, artifact)
     else:
         mlflow.MlflowClient().log_dict(run_id, record, artifact)
-    return {SERVING_RECORD_TAG: artifact, SERVING_RUNTIME_TAG: record["runtime"]["runtime"]}
+    recipe = record["runtime"].get("recipe")
+    tags = {SERVING_RECORD_TAG: artifact, SERVING_RUNTIME_TAG: record["runtime"]["runtime"]}
+    return tags | ({SERVING_RECIPE_TAG: recipe} if recipe else {})
 
 
 def serving_record(model_name: str, version: str) -> dict[str, Any] | None:

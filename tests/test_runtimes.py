@@ -13,7 +13,7 @@ from pipeline.models import ModelSettings
 from pipeline.paths import ONNX_DIR
 from pipeline.promotion import ChampionDecision, within_latency_budget
 from pipeline.runtimes import RUNTIMES, candidates
-from pipeline.runtimes.gate import judge
+from pipeline.runtimes.gate import GateRule, judge
 from pipeline.runtimes.latency import measure_latency
 from pipeline.runtimes.selection import choose_runtime
 from pipeline.scoring import PairScorer
@@ -50,17 +50,18 @@ def test_onnx_scores_like_torch_and_int8_stays_on_the_scale(bi_folder):
     assert not np.array_equal(int8, torch_scores)  # quantized weights: close, not equal
 
 
-def test_the_gate_judges_f1_pearson_and_the_largest_shift():
+def test_the_gate_judges_f1_pearson_and_the_shift_percentile():
     gold = np.array([0.5, 1.5, 2.5, 3.5, 4.5, 4.0])
     reference = np.array([0.6, 1.4, 2.6, 3.4, 4.4, 4.1])
-    assert judge("onnx", reference, reference + 0.01, gold, 3.0, 0.005, 0.15).passed
+    every_pair = GateRule(0.005, 0.15, shift_percentile=100.0)  # over 6 pairs: the largest shift
+    assert judge("onnx", reference, reference + 0.01, gold, 3.0, every_pair).passed
     moved = reference.copy()
     moved[2] += 0.6  # crosses 3.0: F1 changes, and the shift is too big
-    result = judge("onnx-int8", reference, moved, gold, 3.0, 0.005, 0.15)
-    assert not result.passed and result.max_score_shift == pytest.approx(0.6)
-    assert "f1 delta" in result.reason and "max score shift 0.6 > 0.15" in result.reason
+    result = judge("onnx-int8", reference, moved, gold, 3.0, every_pair, recipe="dynamic-matmul")
+    assert not result.passed and result.max_score_shift == pytest.approx(0.6) and result.recipe == "dynamic-matmul"
+    assert "f1 delta" in result.reason and "p100 score shift 0.6 > 0.15" in result.reason
     # at 3.5 the moved pair (2.6 -> 3.2) stays dissimilar: F1 unchanged, only the shift refuses it
-    at_threshold = judge("onnx-int8", reference, moved, gold, 3.5, 0.005, 0.15)
+    at_threshold = judge("onnx-int8", reference, moved, gold, 3.5, every_pair)
     assert at_threshold.f1_delta == 0.0 and at_threshold.threshold == 3.5 and "f1 delta" not in at_threshold.reason
 
 
@@ -68,28 +69,15 @@ def test_the_gate_counts_f1_at_the_models_threshold(tiny_bert, tmp_path):
     """choose_runtime reads the threshold from the model's similarity.json (evaluate.threshold), not KLUE's 3.0."""
     folder = bi_pair_model(tiny_bert, tmp_path / "model", threshold=3.5)
     gold = np.array([4.0, 2.5, 0.5, 4.5] * 6)
-    choice = choose_runtime(folder, "onnx", PAIRS, gold, metric_tolerance=1.0, max_shift=1.0)
+    choice = choose_runtime(folder, "onnx", PAIRS, gold, GateRule(1.0, 1.0))
     assert choice.runtime == "onnx" and [entry["threshold"] for entry in choice.gate] == [3.5]
-
-
-def test_auto_falls_back_past_a_refused_runtime_and_keeps_only_the_chosen_graph(bi_folder):
-    gold = np.array([4.0, 2.5, 0.5, 4.5] * 6)
-    refused = choose_runtime(bi_folder, "onnx-int8", PAIRS, gold, metric_tolerance=0.0, max_shift=0.0)  # cannot be met
-    assert refused.runtime == "torch" and refused.reason.startswith("torch: onnx-int8: refused: ")
-    assert not list((bi_folder / ONNX_DIR).glob("*.onnx"))
-    fallback = choose_runtime(bi_folder, "auto", PAIRS, gold, metric_tolerance=1.0, max_shift=1e-3)  # fp32 drift ~1e-6
-    assert fallback.runtime == "onnx" and [entry["passed"] for entry in fallback.gate] == [False, True]
-    assert [path.name for path in (bi_folder / ONNX_DIR).glob("*.onnx")] == ["model.onnx"]
-    accepted = choose_runtime(bi_folder, "auto", PAIRS, gold, metric_tolerance=1.0, max_shift=5.0)
-    assert accepted.runtime == "onnx-int8" and accepted.gate[0]["passed"]
-    assert [path.name for path in (bi_folder / ONNX_DIR).glob("*.onnx")] == ["model_int8.onnx"]
 
 
 def test_a_head_without_an_export_and_a_gpu_stay_on_torch(bi_folder, tmp_path):
     cross = tmp_path / "cross"
     cross.mkdir()
     ModelSettings(head="cross", base_model="tiny", hangul_only=False).save(cross)
-    choice = choose_runtime(cross, "onnx-int8", PAIRS, np.zeros(len(PAIRS)), 0.005, 0.15)
+    choice = choose_runtime(cross, "onnx-int8", PAIRS, np.zeros(len(PAIRS)), GateRule(0.005, 0.15))
     assert choice.runtime == "torch" and "not available for the cross head" in choice.reason
     assert candidates("auto", gpu=True) == [] and candidates("torch", gpu=False) == []
 

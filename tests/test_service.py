@@ -216,6 +216,8 @@ def test_serve_settings_come_from_the_serve_section_then_the_environment(tmp_pat
         (serve_section(workers="two"), {}, "serve.workers: Input should be a valid integer"),
         (serve_section(workers=0), {}, "serve.workers: Input should be greater than or equal to 1"),
         (serve_section(max_batch_size=1), {}, "greater than or equal to 2"),
+        (serve_section(gate_shift_percentile=0), {}, "^serve.gate_shift_percentile: Input should be greater than 0, got 0$"),
+        (serve_section(gate_shift_percentile=150), {}, "^serve.gate_shift_percentile: Input should be less than or equal to 100"),
         ("model: {name: x}\n", {}, r"serve: Input should be a valid dictionary"),
         (serve_section(), {"KSTS_SERVE_BATCHING": "maybe"}, "KSTS_SERVE_BATCHING"),
         (serve_section(), {"KSTS_SERVE_WORKERS": "2.5"}, "KSTS_SERVE_WORKERS"),

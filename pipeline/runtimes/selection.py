@@ -3,6 +3,7 @@ against fp32 torch, with F1 counted at the model's own threshold (its settings.t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ import numpy as np
 from pipeline.models import ModelSettings
 from pipeline.paths import ONNX_DIR
 from pipeline.runtimes import RUNTIMES, candidates
-from pipeline.runtimes.gate import judge
+from pipeline.runtimes.gate import GateResult, GateRule, judge
+from pipeline.runtimes.int8 import CALIBRATION_BATCH, CALIBRATION_SENTENCES, INT8_RECIPES, Int8Recipe, spread_sample
 
 EXAMPLE_PAIRS = [  # what the latency is measured on (and the registered model's input example)
     ("오늘 날씨가 정말 좋네요.", "오늘은 날씨가 매우 좋습니다."),
@@ -22,11 +24,12 @@ EXAMPLE_PAIRS = [  # what the latency is measured on (and the registered model's
 
 @dataclass
 class RuntimeChoice:
-    """The runtime a Bento serves, why, and every candidate's gate figures."""
+    """The runtime a Bento serves, why, every candidate's gate figures, and the int8 recipe that made its graph."""
 
     runtime: str
     reason: str
     gate: list[dict[str, Any]] = field(default_factory=list)
+    recipe: str | None = None  # onnx-int8: which of INT8_RECIPES passed; None for the other runtimes
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,13 +58,73 @@ def served_metrics(folder: Path, runtime: str, split: str = "test") -> dict[str,
     }
 
 
+def training_sentences(count: int = CALIBRATION_SENTENCES) -> list[str]:
+    """Up to count distinct sentences of the clean training split, evenly spaced: what static int8 calibrates on."""
+    pairs, _ = split_pairs("train")
+    return spread_sample([sentence for pair in pairs for sentence in pair], count)
+
+
+def calibration_batches(folder: Path, sentences: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    """The fp32 graph's inputs for sentences as the served model reads them (normalized, prefixed, tokenized,
+    truncated), in batches of CALIBRATION_BATCH all padded to the longest sentence: onnxruntime's histogram
+    calibrators stack every batch's activations into one array, which needs one shape."""
+    from serving.onnx_scorer import OnnxPairScorer
+
+    RUNTIMES["onnx"].build(folder)
+    scorer = OnnxPairScorer.from_folder(folder, runtime="onnx")
+    inputs = scorer.encoder.model_inputs(scorer.model_inputs(sentences))
+    return [
+        {name: rows[start : start + CALIBRATION_BATCH] for name, rows in inputs.items()}
+        for start in range(0, len(sentences), CALIBRATION_BATCH)
+    ]
+
+
+@dataclass
+class GateTrial:
+    """One search's inputs: gates a runtime (and int8 recipe) built into folder against fp32 torch, which is scored
+    once, when first needed, as are the calibration batches."""
+
+    folder: Path
+    pairs: list[tuple[str, str]]
+    gold: np.ndarray
+    rule: GateRule
+    threshold: float
+    calibration: Sequence[str]
+    reference: np.ndarray | None = None
+    batches: list[dict[str, np.ndarray]] | None = None
+
+    def gate(self, name: str, recipe: Int8Recipe | None) -> GateResult:
+        """Build runtime `name` (by recipe), score the pairs with it, judge; a refused int8 graph is removed again."""
+        from pipeline.scoring import PairScorer
+
+        if recipe is not None and recipe.calibrated and self.batches is None:
+            self.batches = calibration_batches(self.folder, self.calibration)
+        RUNTIMES[name].build(self.folder, recipe, self.batches if recipe is not None and recipe.calibrated else ())
+        if self.reference is None:
+            self.reference = PairScorer.from_folder(self.folder, runtime="torch").score(self.pairs)
+        scores = PairScorer.from_folder(self.folder, runtime=name).score(self.pairs)
+        result = judge(name, self.reference, scores, self.gold, self.threshold, self.rule, recipe and recipe.name)
+        if not result.passed and recipe is not None:
+            (self.folder / ONNX_DIR / str(RUNTIMES[name].graph)).unlink()
+        return result
+
+
+def keep_only(folder: Path, graph: str | None) -> None:
+    """Remove every ONNX graph of the folder but `graph` (None: all of them)."""
+    for path in (Path(folder) / ONNX_DIR).glob("*.onnx"):
+        if path.name != graph:
+            path.unlink()
+
+
 def choose_for_serving(folder: Path, settings) -> RuntimeChoice:
-    """What the package stage serves for ServeSettings `settings`: the runtime gated on the validation split."""
+    """What the package stage serves for ServeSettings `settings`: the runtime gated on the validation split, int8
+    recipes calibrated on training sentences."""
     import torch
 
     pairs, gold = split_pairs("validation")
     gpu = (settings.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-    return choose_runtime(folder, settings.runtime, pairs, gold, settings.gate_tolerance, settings.gate_max_shift, gpu)
+    rule = GateRule.from_settings(settings)
+    return choose_runtime(folder, settings.runtime, pairs, gold, rule, gpu=gpu, calibration=training_sentences())
 
 
 def choose_runtime(
@@ -69,42 +132,37 @@ def choose_runtime(
     choice: str,
     pairs: list[tuple[str, str]],
     gold: np.ndarray,
-    metric_tolerance: float,
-    max_shift: float,
+    rule: GateRule,
     gpu: bool = False,
+    calibration: Sequence[str] = (),
+    recipes: Sequence[Int8Recipe] = INT8_RECIPES,
 ) -> RuntimeChoice:
     """serve.runtime `choice` -> the first candidate the model supports that passes the gate on (pairs, gold); else torch.
 
-    The candidates' files are built into folder; those of runtimes not chosen are removed again.
+    onnx-int8 is tried with each of `recipes` in turn (fastest first; a calibrated one needs calibration sentences).
+    The candidates' files are built into folder; those of runtimes and recipes not chosen are removed again.
     """
-    from pipeline.scoring import PairScorer
-
     settings = ModelSettings.load(folder)
-    results, chosen, reasons = [], None, []
-    reference = None
+    trial = GateTrial(Path(folder), list(pairs), gold, rule, settings.threshold, calibration)
+    results, reasons = [], []
     for name in candidates(choice, gpu):
-        runtime = RUNTIMES[name]
-        if not runtime.supports(settings):
+        if not RUNTIMES[name].supports(settings):
             reasons.append(f"{name}: not available for the {settings.head} head")
             continue
-        runtime.build(folder)
-        if reference is None:
-            reference = PairScorer.from_folder(folder, runtime="torch").score(pairs)
-        scores = PairScorer.from_folder(folder, runtime=name).score(pairs)
-        result = judge(name, reference, scores, gold, settings.threshold, metric_tolerance, max_shift)
-        results.append(asdict(result))
-        reasons.append(f"{name}: {result.reason}")
-        if result.passed:
-            chosen = name
-            break
-    keep = RUNTIMES[chosen].graph if chosen else None
-    for graph in (Path(folder) / ONNX_DIR).glob("*.onnx"):
-        if graph.name != keep:
-            graph.unlink()
-    if chosen is None:
-        why = "; ".join(reasons) or (f"serve.runtime {choice}" + (" on a GPU" if gpu and choice == "auto" else ""))
-        return RuntimeChoice("torch", f"torch: {why}", results)
-    return RuntimeChoice(chosen, "; ".join(reasons), results)
+        for recipe in recipes if RUNTIMES[name].quantized else (None,):
+            label = f"{name} ({recipe.name})" if recipe is not None else name
+            if recipe is not None and recipe.calibrated and not calibration:
+                reasons.append(f"{label}: skipped: no calibration sentences")
+                continue
+            result = trial.gate(name, recipe)
+            results.append(asdict(result))
+            reasons.append(f"{label}: {result.reason}")
+            if result.passed:
+                keep_only(folder, RUNTIMES[name].graph)
+                return RuntimeChoice(name, "; ".join(reasons), results, result.recipe)
+    keep_only(folder, None)
+    why = "; ".join(reasons) or (f"serve.runtime {choice}" + (" on a GPU" if gpu and choice == "auto" else ""))
+    return RuntimeChoice("torch", f"torch: {why}", results)
 
 
 def served_latency(folder: Path, runtime: str, settings) -> dict[str, Any]:

@@ -1,0 +1,91 @@
+"""The int8 recipes of the onnx-int8 runtime: ways to quantize the fp32 graph, tried behind the gate in speed order.
+
+The onnx-int8 runtime is one graph file (serving.pair_model.ONNX_GRAPHS), whichever recipe made it; the register
+stage (selection.py) builds the recipes in INT8_RECIPES' order, gates each against fp32 torch, removes a refused
+one's graph and keeps the first that passes. The gate list and the runtime choice name the recipe.
+
+    dynamic-matmul            quantize_dynamic of the MatMuls only, QInt8 weights, one scale per output channel
+    dynamic-all               quantize_dynamic of every op type it knows (MatMul, the small tables' Gathers, ...)
+    dynamic-matmul-sensitive  dynamic-matmul, but the quarter of the MatMuls that dynamic int8 hurts most (measured
+                              on the calibration sentences: sensitivity.py) kept fp32
+    static-qdq                quantize_static, QDQ: MatMul weights per channel, their inputs' ranges calibrated on
+                              training sentences (percentile); no scale computed per request
+
+The order is the measured speed on the fine-tuned e5 default for the two dynamic recipes (docs/serving.md: 3.06x and
+2.93x fp32's); the last two places are provisional until timed there. A recipe is chosen by measurement (the gate),
+never by a list of nodes fitted to one model's weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+Batches = Sequence[dict[str, np.ndarray]]  # the graph's inputs (input_ids, attention_mask), one dict per batch
+# Training sentences whose activations calibrate: onnxruntime keeps every MatMul input and output of every batch in
+# memory, then stacks them (estimated for e5-small: ~80k floats a token; 128 sentences padded to ~70 tokens ~3 GB,
+# twice that while stacked; not measured yet), so a hundred or so, not thousands.
+CALIBRATION_SENTENCES = 128
+CALIBRATION_BATCH = 32
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """One way to make the int8 graph from the fp32 one."""
+
+    name: str
+    summary: str
+    quantize: Callable[[Path, Path, Batches], Path]  # (fp32 graph, int8 graph to write, calibration batches)
+    calibrated: bool = False  # needs calibration batches (activations' ranges measured beforehand)
+
+
+def dynamic_matmul(source: Path, target: Path, _batches: Batches) -> Path:
+    from pipeline.runtimes.onnx import quantize_int8
+
+    return quantize_int8(source, target, op_types=("MatMul",))
+
+
+def dynamic_all(source: Path, target: Path, _batches: Batches) -> Path:
+    from pipeline.runtimes.onnx import quantize_int8
+
+    return quantize_int8(source, target)
+
+
+SENSITIVE_FRACTION = 0.25  # of the weight MatMuls, the most hurt, kept fp32 by dynamic-matmul-sensitive
+
+
+def dynamic_matmul_sensitive(source: Path, target: Path, batches: Batches) -> Path:
+    from pipeline.runtimes.onnx import quantize_int8
+    from pipeline.runtimes.sensitivity import matmul_errors, most_sensitive
+
+    kept = most_sensitive(matmul_errors(source, batches), SENSITIVE_FRACTION)
+    return quantize_int8(source, target, op_types=("MatMul",), exclude=kept)
+
+
+def static_qdq(source: Path, target: Path, batches: Batches) -> Path:
+    from pipeline.runtimes.onnx import quantize_static_int8
+
+    return quantize_static_int8(source, target, batches)
+
+
+INT8_RECIPES: tuple[Int8Recipe, ...] = (  # fastest first
+    Int8Recipe("dynamic-matmul", "dynamic int8, MatMul only, per-channel weights", dynamic_matmul),
+    Int8Recipe("dynamic-all", "dynamic int8, every op type, per-channel weights", dynamic_all),
+    Int8Recipe(
+        "dynamic-matmul-sensitive",
+        "dynamic int8, MatMul only, the quarter most hurt (measured on training sentences) kept fp32",
+        dynamic_matmul_sensitive,
+        True,
+    ),
+    Int8Recipe("static-qdq", "static int8 QDQ, MatMul, per-channel weights, percentile-calibrated", static_qdq, True),
+)
+
+
+def spread_sample(items: Sequence[str], count: int) -> list[str]:
+    """Up to count distinct items, evenly spaced over the sequence (deterministic, no random state)."""
+    distinct = list(dict.fromkeys(items))
+    step = max(1, len(distinct) // count) if count > 0 else 1
+    return distinct[::step][:count]
