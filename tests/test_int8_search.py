@@ -15,6 +15,7 @@ from pipeline.runtimes.int8 import INT8_RECIPES, SENSITIVE_FRACTION, spread_samp
 from pipeline.runtimes.selection import calibration_batches, choose_runtime
 from pipeline.runtimes.sensitivity import dynamic_uint8, matmul_errors, most_sensitive, per_channel_int8
 from pipeline.scoring import PairScorer
+from serving.runtime import load_scorer
 from tests.support.toy_models import bi_pair_model
 from tests.test_runtimes import PAIRS
 
@@ -84,7 +85,7 @@ def test_a_refused_recipe_is_skipped_and_the_first_that_passes_is_served(bi_fold
     chosen = choose_runtime(bi_folder, "auto", PAIRS, GOLD, between, calibration=SENTENCES, recipes=(worse, better))
     assert (chosen.runtime, chosen.recipe) == ("onnx-int8", better.name) and graphs(bi_folder) == ["model_int8.onnx"]
     assert [(entry["recipe"], entry["passed"]) for entry in chosen.gate] == [(worse.name, False), (better.name, True)]
-    served = PairScorer.from_folder(bi_folder, runtime="onnx-int8").score(PAIRS)  # the graph left is the passing one's
+    served = load_scorer(bi_folder, "onnx-int8").score(PAIRS)  # the graph left is the passing one's
     reference = PairScorer.from_folder(bi_folder).score(PAIRS)
     assert judge("onnx-int8", reference, served, GOLD, 3.0, between).percentile_score_shift == shift[better.name]
     first = choose_runtime(bi_folder, "auto", PAIRS, GOLD, LOOSE, calibration=SENTENCES, recipes=(better, worse))

@@ -18,6 +18,7 @@ from pipeline.runtimes.latency import measure_latency
 from pipeline.runtimes.selection import choose_runtime
 from pipeline.scoring import PairScorer
 from serving.embedding_cache import EmbeddingCache
+from serving.runtime import load_scorer
 from tests.support.toy_models import bi_pair_model
 
 PAIRS = [
@@ -43,9 +44,9 @@ def test_onnx_scores_like_torch_and_int8_stays_on_the_scale(bi_folder):
     for name in ("onnx", "onnx-int8"):
         RUNTIMES[name].build(bi_folder)
     assert sorted(path.name for path in (bi_folder / ONNX_DIR).iterdir()) == ["model.onnx", "model_int8.onnx"]
-    onnx = PairScorer.from_folder(bi_folder, runtime="onnx", threads=1).score(PAIRS)
+    onnx = load_scorer(bi_folder, "onnx", threads=1).score(PAIRS)
     np.testing.assert_allclose(onnx, torch_scores, atol=1e-4)
-    int8 = PairScorer.from_folder(bi_folder, runtime="onnx-int8", threads=1).score(PAIRS)
+    int8 = load_scorer(bi_folder, "onnx-int8", threads=1).score(PAIRS)
     assert np.isfinite(int8).all() and int8.min() >= 0 and int8.max() <= 5
     assert not np.array_equal(int8, torch_scores)  # quantized weights: close, not equal
 

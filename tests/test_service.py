@@ -442,10 +442,10 @@ def test_bentoml_build_makes_a_bento_offline_that_serves(bento_store, champion_f
 def test_a_bi_champion_served_by_onnx_int8_answers_as_offline_and_counts_its_cache(tiny_bert, tmp_path):
     """The package stage's label picks the runtime; scores equal offline scoring with that runtime; repeated
     sentences are served from the cache and counted on /metrics."""
-    from pipeline.scoring import PairScorer
+    from serving.runtime import load_scorer
 
     folder = bi_pair_model(tiny_bert, tmp_path / "bi", runtime="onnx-int8")
-    offline = PairScorer.from_folder(folder, runtime="onnx-int8", threads=1).score(PAIRS)
+    offline = load_scorer(folder, "onnx-int8", threads=1).score(PAIRS)
     home = tmp_path / "home"
     labels = {"runtime": "onnx-int8"}
     code = f"from pipeline.stages.package import import_pair_model\nprint(import_pair_model({str(folder)!r}, 'bi', {labels!r}))\n"

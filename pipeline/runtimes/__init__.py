@@ -5,7 +5,7 @@
     onnx-int8   the same graph in int8 (VNNI on this CPU; scores move a little: gated), made by the first recipe of
                 int8.INT8_RECIPES (dynamic, static QDQ, ...) that passes the gate
 
-A runtime builds its files into the pair-model folder (`onnx/`); PairScorer.from_folder(folder, runtime=...) scores
+A runtime builds its files into the pair-model folder (`onnx/`); serving.runtime.load_scorer(folder, runtime) scores
 with them. Which heads export a graph is each head's own declaration (Head.exports_onnx). The register stage chooses
 the runtime behind an accuracy gate (gate.py, selection.py); the package stage ships that choice.
 """

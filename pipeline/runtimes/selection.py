@@ -15,6 +15,7 @@ from pipeline.paths import ONNX_DIR
 from pipeline.runtimes import RUNTIMES, candidates
 from pipeline.runtimes.gate import GateResult, GateRule, judge
 from pipeline.runtimes.int8 import CALIBRATION_BATCH, CALIBRATION_SENTENCES, INT8_RECIPES, Int8Recipe, spread_sample
+from serving.runtime import load_scorer
 
 EXAMPLE_PAIRS = [  # what the latency is measured on (and the registered model's input example)
     ("오늘 날씨가 정말 좋네요.", "오늘은 날씨가 매우 좋습니다."),
@@ -48,14 +49,11 @@ def served_metrics(folder: Path, runtime: str, split: str = "test") -> dict[str,
     """A split's metrics (F1 at the model's threshold) as fp32 torch scores it and as the chosen runtime does (what the
     Bento answers)."""
     from pipeline.metrics import similarity_metrics
-    from pipeline.scoring import PairScorer
 
     pairs, gold = split_pairs(split)
     threshold = ModelSettings.load(folder).threshold
     names = dict.fromkeys(["torch", runtime])
-    return {
-        name: similarity_metrics(gold, PairScorer.from_folder(folder, runtime=name).score(pairs), threshold) for name in names
-    }
+    return {name: similarity_metrics(gold, load_scorer(folder, name).score(pairs), threshold) for name in names}
 
 
 def training_sentences(count: int = CALIBRATION_SENTENCES) -> list[str]:
@@ -95,14 +93,12 @@ class GateTrial:
 
     def gate(self, name: str, recipe: Int8Recipe | None) -> GateResult:
         """Build runtime `name` (by recipe), score the pairs with it, judge; a refused int8 graph is removed again."""
-        from pipeline.scoring import PairScorer
-
         if recipe is not None and recipe.calibrated and self.batches is None:
             self.batches = calibration_batches(self.folder, self.calibration)
         RUNTIMES[name].build(self.folder, recipe, self.batches if recipe is not None and recipe.calibrated else ())
         if self.reference is None:
-            self.reference = PairScorer.from_folder(self.folder, runtime="torch").score(self.pairs)
-        scores = PairScorer.from_folder(self.folder, runtime=name).score(self.pairs)
+            self.reference = load_scorer(self.folder, "torch").score(self.pairs)
+        scores = load_scorer(self.folder, name).score(self.pairs)
         result = judge(name, self.reference, scores, self.gold, self.threshold, self.rule, recipe and recipe.name)
         if not result.passed and recipe is not None:
             (self.folder / ONNX_DIR / str(RUNTIMES[name].graph)).unlink()
@@ -167,13 +163,9 @@ def choose_runtime(
 
 def served_latency(folder: Path, runtime: str, settings) -> dict[str, Any]:
     """The latency of the model in folder on `runtime` as a worker serves it: in-process, with one worker's threads."""
-    import torch
-
     from pipeline.runtimes.latency import measure_latency
-    from pipeline.scoring import PairScorer
 
-    torch.set_num_threads(settings.torch_threads)
-    scorer = PairScorer.from_folder(folder, runtime=runtime, threads=settings.torch_threads)
+    scorer = load_scorer(folder, runtime, threads=settings.torch_threads)  # threads: torch's too
     return {"runtime": runtime, **measure_latency(scorer, EXAMPLE_PAIRS * 16, forward_batch_size=settings.forward_batch_size)}
 
 
