@@ -1,6 +1,7 @@
 """Serving runtimes on a tiny bi-encoder: ONNX fp32 scores like torch, int8 runs, the gate refuses what drifts,
 the embedding cache evicts and counts, and the latency budget keeps a slow model from the alias."""
 
+import shutil
 import typing
 
 import numpy as np
@@ -15,7 +16,7 @@ from pipeline.promotion import ChampionDecision, within_latency_budget
 from pipeline.runtimes import RUNTIMES, candidates
 from pipeline.runtimes.gate import GateRule, judge
 from pipeline.runtimes.latency import measure_latency
-from pipeline.runtimes.selection import choose_runtime
+from pipeline.runtimes.selection import GateTrial, choose_runtime
 from pipeline.scoring import PairScorer
 from serving.embedding_cache import EmbeddingCache
 from serving.runtime import load_scorer
@@ -72,6 +73,17 @@ def test_the_gate_counts_f1_at_the_models_threshold(tiny_bert, tmp_path):
     gold = np.array([4.0, 2.5, 0.5, 4.5] * 6)
     choice = choose_runtime(folder, "onnx", PAIRS, gold, GateRule(1.0, 1.0))
     assert choice.runtime == "onnx" and [entry["threshold"] for entry in choice.gate] == [3.5]
+
+
+def test_the_gate_scores_its_reference_once_with_the_torch_scorer_it_is_given(bi_folder, tmp_path):
+    """register gates a staging copy of models/model against its torch scorer of models/model (the same weights)."""
+    given = PairScorer.from_folder(shutil.copytree(bi_folder, tmp_path / "copy"), cache_size=100)  # its cache counts
+    gold, rule, distinct = np.array([4.0, 2.5, 0.5, 4.5] * 6), GateRule(0.005, 0.15), len({s for pair in PAIRS for s in pair})
+    assert choose_runtime(bi_folder, "onnx", PAIRS, gold, rule, torch_scorer=given).runtime == "onnx"
+    assert (given.model.misses, given.model.hits) == (distinct, 2 * len(PAIRS) - distinct)  # it scored the pairs, once
+    trial = GateTrial(bi_folder, PAIRS, gold, rule, 3.0, (), torch_scorer=given)
+    assert trial.gate("onnx", None).passed and trial.gate("onnx", None).passed
+    assert given.model.hits == 4 * len(PAIRS) - distinct  # two gates of one trial: one more scoring of the reference
 
 
 def test_a_head_without_an_export_and_a_gpu_stay_on_torch(bi_folder, tmp_path):

@@ -180,6 +180,8 @@ def test_package_verifies_the_recorded_file_hashes_and_refuses_pickles(stage_rep
     runtime = record["runtime"]["runtime"]
     assert MlflowClient().get_model_version("korean-sts-similarity", "1").tags["serving.runtime"] == runtime
     assert record["runtime"]["gate"] and record["test"][runtime]["pairs"] > 0  # every candidate's gate figures
+    evaluated = json.loads((stage_repo / "reports/metrics.json").read_text(encoding="utf-8"))["test"]
+    assert record["test"]["torch"] == evaluated  # torch's test figures are evaluate's, not scored again
     graphs = {name for name in recorded if name.startswith(f"{ONNX_DIR}/")}
     assert graphs == ({f"{ONNX_DIR}/{RUNTIMES[runtime].graph}"} if RUNTIMES[runtime].torch_free else set()), graphs
     for name in ("bentofile.yaml", "service.py", "serving", "pipeline"):  # the Bento's build context: the repository's code

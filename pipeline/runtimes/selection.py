@@ -16,6 +16,7 @@ from pipeline.runtimes import RUNTIMES, candidates
 from pipeline.runtimes.gate import GateResult, GateRule, judge
 from pipeline.runtimes.int8 import CALIBRATION_BATCH, CALIBRATION_SENTENCES, INT8_RECIPES, Int8Recipe, spread_sample
 from serving.runtime import load_scorer
+from serving.scorer import PairScorer
 
 EXAMPLE_PAIRS = [  # what the latency is measured on (and the registered model's input example)
     ("오늘 날씨가 정말 좋네요.", "오늘은 날씨가 매우 좋습니다."),
@@ -45,15 +46,16 @@ def split_pairs(split: str) -> tuple[list[tuple[str, str]], np.ndarray]:
     return [(r["sentence1"], r["sentence2"]) for r in records], np.array([r["score"] for r in records], dtype=np.float64)
 
 
-def served_metrics(folder: Path, runtime: str, split: str = "test") -> dict[str, dict[str, Any]]:
-    """A split's metrics (F1 at the model's threshold) as fp32 torch scores it and as the chosen runtime does (what the
-    Bento answers)."""
+def served_metrics(folder: Path, runtime: str, torch_test: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The test split's metrics (F1 at the model's threshold) as fp32 torch scores it, which the evaluate stage measured
+    (torch_test: reports/metrics.json's `test`), and as the chosen runtime does (what the Bento answers)."""
+    if runtime == "torch":
+        return {"torch": torch_test}
     from pipeline.metrics import similarity_metrics
 
-    pairs, gold = split_pairs(split)
-    threshold = ModelSettings.load(folder).threshold
-    names = dict.fromkeys(["torch", runtime])
-    return {name: similarity_metrics(gold, load_scorer(folder, name).score(pairs), threshold) for name in names}
+    pairs, gold = split_pairs("test")
+    served = similarity_metrics(gold, load_scorer(folder, runtime).score(pairs), ModelSettings.load(folder).threshold)
+    return {"torch": torch_test, runtime: served}
 
 
 def training_sentences(count: int = CALIBRATION_SENTENCES) -> list[str]:
@@ -79,8 +81,9 @@ def calibration_batches(folder: Path, sentences: Sequence[str]) -> list[dict[str
 
 @dataclass
 class GateTrial:
-    """One search's inputs: gates a runtime (and int8 recipe) built into folder against fp32 torch, which is scored
-    once, when first needed, as are the calibration batches."""
+    """One search's inputs: gates a runtime (and int8 recipe) built into folder against fp32 torch's scores of the pairs:
+    `reference` if given, else scored once, when first needed, by `torch_scorer` (a torch scorer of the same trained
+    weights) or else the folder's own torch model; the calibration batches are made once when first needed too."""
 
     folder: Path
     pairs: list[tuple[str, str]]
@@ -88,6 +91,7 @@ class GateTrial:
     rule: GateRule
     threshold: float
     calibration: Sequence[str]
+    torch_scorer: PairScorer | None = None
     reference: np.ndarray | None = None
     batches: list[dict[str, np.ndarray]] | None = None
 
@@ -96,13 +100,17 @@ class GateTrial:
         if recipe is not None and recipe.calibrated and self.batches is None:
             self.batches = calibration_batches(self.folder, self.calibration)
         RUNTIMES[name].build(self.folder, recipe, self.batches if recipe is not None and recipe.calibrated else ())
-        if self.reference is None:
-            self.reference = load_scorer(self.folder, "torch").score(self.pairs)
         scores = load_scorer(self.folder, name).score(self.pairs)
-        result = judge(name, self.reference, scores, self.gold, self.threshold, self.rule, recipe and recipe.name)
+        result = judge(name, self.reference_scores(), scores, self.gold, self.threshold, self.rule, recipe and recipe.name)
         if not result.passed and recipe is not None:
             (self.folder / ONNX_DIR / str(RUNTIMES[name].graph)).unlink()
         return result
+
+    def reference_scores(self) -> np.ndarray:
+        """fp32 torch's scores of the pairs, scored at most once."""
+        if self.reference is None:
+            self.reference = (self.torch_scorer or load_scorer(self.folder, "torch")).score(self.pairs)
+        return self.reference
 
 
 def keep_only(folder: Path, graph: str | None) -> None:
@@ -112,15 +120,16 @@ def keep_only(folder: Path, graph: str | None) -> None:
             path.unlink()
 
 
-def choose_for_serving(folder: Path, settings) -> RuntimeChoice:
-    """What the package stage serves for ServeSettings `settings`: the runtime gated on the validation split, int8
-    recipes calibrated on training sentences."""
+def choose_for_serving(folder: Path, settings, torch_scorer: PairScorer | None = None) -> RuntimeChoice:
+    """What the package stage serves for ServeSettings `settings`: the runtime gated on the validation split against
+    torch_scorer (None: the folder's torch model), int8 recipes calibrated on training sentences."""
     import torch
 
     pairs, gold = split_pairs("validation")
     gpu = (settings.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
     rule = GateRule.from_settings(settings)
-    return choose_runtime(folder, settings.runtime, pairs, gold, rule, gpu=gpu, calibration=training_sentences())
+    sentences = training_sentences()
+    return choose_runtime(folder, settings.runtime, pairs, gold, rule, gpu, sentences, torch_scorer=torch_scorer)
 
 
 def choose_runtime(
@@ -132,14 +141,16 @@ def choose_runtime(
     gpu: bool = False,
     calibration: Sequence[str] = (),
     recipes: Sequence[Int8Recipe] = INT8_RECIPES,
+    torch_scorer: PairScorer | None = None,
 ) -> RuntimeChoice:
     """serve.runtime `choice` -> the first candidate the model supports that passes the gate on (pairs, gold); else torch.
 
     onnx-int8 is tried with each of `recipes` in turn (fastest first; a calibrated one needs calibration sentences).
-    The candidates' files are built into folder; those of runtimes and recipes not chosen are removed again.
+    The candidates' files are built into folder; those of runtimes and recipes not chosen are removed again. The gate's
+    reference is fp32 torch: torch_scorer if given (the same trained weights, already loaded), else the folder's.
     """
     settings = ModelSettings.load(folder)
-    trial = GateTrial(Path(folder), list(pairs), gold, rule, settings.threshold, calibration)
+    trial = GateTrial(Path(folder), list(pairs), gold, rule, settings.threshold, calibration, torch_scorer)
     results, reasons = [], []
     for name in candidates(choice, gpu):
         if not RUNTIMES[name].supports(settings):
@@ -165,16 +176,18 @@ def served_latency(folder: Path, runtime: str, settings) -> dict[str, Any]:
     """The latency of the model in folder on `runtime` as a worker serves it: in-process, with one worker's threads."""
     from pipeline.runtimes.latency import measure_latency
 
-    scorer = load_scorer(folder, runtime, threads=settings.torch_threads)  # threads: torch's too
+    scorer = load_scorer(folder, runtime, threads=settings.torch_threads)
     return {"runtime": runtime, **measure_latency(scorer, EXAMPLE_PAIRS * 16, forward_batch_size=settings.forward_batch_size)}
 
 
-def prepare_for_serving(folder: Path, settings) -> dict[str, Any]:
+def prepare_for_serving(folder: Path, settings, torch_scorer: PairScorer, torch_test: dict[str, Any]) -> dict[str, Any]:
     """Build into folder the runtime that ServeSettings `settings` choose behind the gate, and say what it measured: the
-    choice with every candidate's gate figures, the test split's metrics as served, the latency as a worker serves it."""
-    choice = choose_for_serving(folder, settings)
+    choice with every candidate's gate figures, the test split's metrics as served, the latency as a worker serves it.
+    torch_scorer and torch_test: fp32 torch of the same trained weights and its test metrics (the evaluate stage's),
+    which register already holds: neither is loaded nor scored again."""
+    choice = choose_for_serving(folder, settings, torch_scorer)
     return {
         "runtime": choice.as_dict(),
-        "test": served_metrics(folder, choice.runtime),
+        "test": served_metrics(folder, choice.runtime, torch_test),
         "latency": served_latency(folder, choice.runtime, settings),
     }
