@@ -125,23 +125,28 @@ def log_serving_record(record: dict[str, Any], run_id: str | None = None) -> dic
     return tags | ({SERVING_RECIPE_TAG: recipe} if recipe else {})
 
 
-def serving_record(model_name: str, version: str) -> dict[str, Any] | None:
-    """What register built and measured for serving a version, or None for a version registered without one."""
+def _run_json(model_name: str, version: str, run_id: str, artifact: str, what: str) -> Any:
+    """A JSON artifact of a version's run, read through a temporary download; a PipelineError names `what` failed."""
     import tempfile
 
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    found = mlflow.MlflowClient().get_model_version(model_name, version)
-    artifact = found.tags.get(SERVING_RECORD_TAG)
-    if artifact is None:
-        return None
-    with tempfile.TemporaryDirectory(prefix="serving-") as staging:
+    with tempfile.TemporaryDirectory(prefix="version-artifact-") as staging:
         try:
-            path = mlflow.artifacts.download_artifacts(run_id=found.run_id, artifact_path=artifact, dst_path=staging)
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=staging)
             return json.loads(Path(path).read_text(encoding="utf-8"))
         except (MlflowException, OSError, ValueError) as error:
-            raise PipelineError(f"{model_name} v{version}: cannot read its serving record ({artifact}): {error}") from error
+            raise PipelineError(f"{model_name} v{version}: cannot read its {what} ({artifact}): {error}") from error
+
+
+def serving_record(model_name: str, version: str) -> dict[str, Any] | None:
+    """What register built and measured for serving a version, or None for a version registered without one."""
+    import mlflow
+
+    found = mlflow.MlflowClient().get_model_version(model_name, version)
+    artifact = found.tags.get(SERVING_RECORD_TAG)
+    return None if artifact is None else _run_json(model_name, version, found.run_id, artifact, "serving record")
 
 
 def verify_files(folder: Path, recorded: dict[str, str], source: str) -> None:
@@ -156,21 +161,13 @@ def verify_files(folder: Path, recorded: dict[str, str], source: str) -> None:
 
 def recorded_hashes(model_name: str, version: str) -> dict[str, str]:
     """The file hashes the register stage recorded for a model version (checked against the version's digest tag)."""
-    import tempfile
-
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     found = mlflow.MlflowClient().get_model_version(model_name, version)
     digest, artifact = found.tags.get(FILES_DIGEST_TAG), found.tags.get(FILES_ARTIFACT_TAG)
     if digest is None or artifact is None:
         raise PipelineError(f"{model_name} v{version}: no {FILES_DIGEST_TAG} tag (an older registration): rerun register")
-    with tempfile.TemporaryDirectory(prefix="hashes-") as staging:
-        try:
-            path = mlflow.artifacts.download_artifacts(run_id=found.run_id, artifact_path=artifact, dst_path=staging)
-            hashes = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (MlflowException, OSError, ValueError) as error:
-            raise PipelineError(f"{model_name} v{version}: cannot read its file hashes ({artifact}): {error}") from error
+    hashes = _run_json(model_name, version, found.run_id, artifact, "file hashes")
     if files_digest(hashes) != digest:
         raise PipelineError(f"{model_name} v{version}: {artifact} does not match the version's {FILES_DIGEST_TAG} tag")
     return hashes
