@@ -182,6 +182,7 @@ class KoreanSimilarity:
         answered = [score for score in scores if not isinstance(score, PairFailure)]
         for score in answered:
             PREDICTED_SCORES.observe(score)
+        # every sentence, answered or not; the ONNX runtime counts from the forward passes' own tokenization
         for tokens in self.scorer.sentence_tokens([text for p in pairs for text in (p.sentence1, p.sentence2)]):
             INPUT_TOKENS.observe(tokens)
         return [score if isinstance(score, PairFailure) else to_result(score, self.scorer.settings.threshold) for score in scores]

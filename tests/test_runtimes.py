@@ -67,6 +67,32 @@ def test_the_gate_judges_f1_pearson_and_the_shift_percentile():
     assert at_threshold.f1_delta == 0.0 and at_threshold.threshold == 3.5 and "f1 delta" not in at_threshold.reason
 
 
+class CountingTokenizer:
+    """The `tokenizers` Tokenizer, counting the sentences it encodes."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer, self.sentences = tokenizer, 0
+
+    def encode_batch(self, sentences, **options):
+        self.sentences += len(sentences)
+        return self.tokenizer.encode_batch(sentences, **options)
+
+    def __getattr__(self, name: str):
+        return getattr(self.tokenizer, name)
+
+
+def test_an_onnx_batch_is_tokenized_once_for_its_scores_and_its_token_counts(bi_folder):
+    """What the service does per batch: score the pairs, then count each sentence's tokens for /metrics."""
+    RUNTIMES["onnx"].build(bi_folder)
+    scorer, fresh = load_scorer(bi_folder, "onnx", threads=1, cache_size=100), load_scorer(bi_folder, "onnx", threads=1)
+    scorer.encoder.tokenizer = counting = CountingTokenizer(scorer.encoder.tokenizer)
+    sentences = [sentence for pair in PAIRS[:4] for sentence in pair]
+    for _ in range(2):  # the second batch from the embedding cache: its sentences are tokenized for the counts only
+        scorer.score(PAIRS[:4])
+        assert scorer.sentence_tokens(sentences) == fresh.sentence_tokens(sentences)
+    assert counting.sentences == 2 * len(sentences) and not scorer.encoder.read_counts
+
+
 def test_the_gate_counts_f1_at_the_models_threshold(tiny_bert, tmp_path):
     """choose_runtime reads the threshold from the model's similarity.json (evaluate.threshold), not KLUE's 3.0."""
     folder = bi_pair_model(tiny_bert, tmp_path / "model", threshold=3.5)

@@ -72,7 +72,7 @@ def calibration_batches(folder: Path, sentences: Sequence[str]) -> list[dict[str
 
     RUNTIMES["onnx"].build(folder)
     scorer = OnnxPairScorer.from_folder(folder, runtime="onnx")
-    inputs = scorer.encoder.model_inputs(scorer.model_inputs(sentences))
+    inputs, _ = scorer.encoder.model_inputs(scorer.model_inputs(sentences))
     return [
         {name: rows[start : start + CALIBRATION_BATCH] for name, rows in inputs.items()}
         for start in range(0, len(sentences), CALIBRATION_BATCH)
