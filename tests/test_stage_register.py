@@ -208,7 +208,7 @@ def test_a_versions_recorded_json_is_read_from_its_run_and_an_unreadable_one_is_
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     client = MlflowClient()
-    with mlflow.start_run() as run:
+    with mlflow.start_run(experiment_id=client.create_experiment("registry-json")) as run:  # not an earlier test's
         mlflow.log_dict({"runtime": {"runtime": "onnx"}}, "serving/runtime.json")
         mlflow.log_text("{not json", "integrity/files-0.json")
     client.create_registered_model("m")
