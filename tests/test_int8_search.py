@@ -11,7 +11,7 @@ import pytest
 from pipeline.paths import ONNX_DIR
 from pipeline.runtimes import RUNTIMES
 from pipeline.runtimes.gate import GateRule, judge
-from pipeline.runtimes.int8 import INT8_RECIPES, SENSITIVE_FRACTION, spread_sample
+from pipeline.runtimes.int8 import INT8_RECIPES, SENSITIVE_FRACTIONS, spread_sample
 from pipeline.runtimes.selection import calibration_batches, choose_runtime
 from pipeline.runtimes.sensitivity import dynamic_uint8, matmul_errors, most_sensitive, per_channel_int8
 from pipeline.scoring import PairScorer
@@ -51,8 +51,9 @@ def test_each_recipe_makes_its_kind_of_int8_graph(bi_folder):
     assert float_tables["dynamic-all"] == 0 < float_tables["dynamic-matmul"] == float_tables["static-qdq"]
     weight_matmuls = sum(node.op_type == "MatMul" for node in onnx.load(str(bi_folder / ONNX_DIR / "model.onnx")).graph.node)
     weight_matmuls -= float_matmuls["dynamic-matmul"]  # the attention's two MatMuls a layer have no weight: float
-    kept = math.ceil(SENSITIVE_FRACTION * weight_matmuls)
-    assert float_matmuls["dynamic-matmul-sensitive"] == float_matmuls["dynamic-matmul"] + kept
+    for fraction in SENSITIVE_FRACTIONS:  # each recipe of the family keeps its share of the weight MatMuls fp32
+        kept = math.ceil(fraction * weight_matmuls)
+        assert float_matmuls[f"dynamic-matmul-sensitive-{round(fraction * 100)}"] == float_matmuls["dynamic-matmul"] + kept
 
 
 def test_the_sensitive_recipe_keeps_the_matmuls_int8_hurts_most(bi_folder):
@@ -60,10 +61,10 @@ def test_the_sensitive_recipe_keeps_the_matmuls_int8_hurts_most(bi_folder):
     fp32 = bi_folder / ONNX_DIR / "model.onnx"
     errors = matmul_errors(fp32, batches)
     assert len(errors) == 12 and all(0 < error < 0.5 for error in errors.values())  # 2 layers x (q, k, v, out, 2 FFN)
-    RUNTIMES["onnx-int8"].build(bi_folder, next(r for r in INT8_RECIPES if r.name == "dynamic-matmul-sensitive"), batches)
+    RUNTIMES["onnx-int8"].build(bi_folder, next(r for r in INT8_RECIPES if r.name == "dynamic-matmul-sensitive-35"), batches)
     graph = onnx.load(str(bi_folder / ONNX_DIR / "model_int8.onnx")).graph
     float_weight_matmuls = {node.name for node in graph.node if node.op_type == "MatMul" and node.name in errors}
-    assert float_weight_matmuls == set(most_sensitive(errors, SENSITIVE_FRACTION))
+    assert float_weight_matmuls == set(most_sensitive(errors, 0.35))
     assert most_sensitive({"a": 0.1, "b": 0.3, "c": 0.2, "d": 0.3}, 0.5) == ["b", "d"]
 
 

@@ -1,5 +1,5 @@
 """How much each weight MatMul of an fp32 graph suffers from dynamic int8, measured on real inputs: what the
-`dynamic-matmul-sensitive` recipe (int8.py) reads to keep the worst MatMuls in fp32.
+`dynamic-matmul-sensitive-N` recipes (int8.py) read to keep the worst MatMuls in fp32.
 
 Each MatMul with a constant 2-D weight is fed the activations the fp32 graph computes for the calibration batches;
 its output is recomputed with the input quantized as DynamicQuantizeLinear does (uint8, one scale and zero point per
