@@ -33,7 +33,8 @@ from serving.contract import VISIBLE_TEXT, documented_spec
 from serving.demo import MODEL_CARD, demo_app
 from serving.guard import RequestGuard
 from serving.isolation import PairFailure, answers_of, raise_failures, refuse_poison, score_isolated
-from serving.pair_model import MODEL_CARD_FILE, ONNX_GRAPHS, PAIR_FOLDER  # PAIR_FOLDER: the model's folder in the store
+from serving.pair_model import MODEL_CARD_FILE, PAIR_FOLDER  # PAIR_FOLDER: the model's folder in the store
+from serving.runtime import load_scorer
 from serving.scale import MAX_SCORE, SCORE_BUCKETS, TOKEN_BUCKETS
 from serving.settings import SERVE_ENV_PREFIX, load_serve_settings
 
@@ -145,22 +146,10 @@ class KoreanSimilarity:
     def __init__(self) -> None:
         stored = self.model_ref
         self.runtime = stored.info.labels.get("runtime", "torch")  # what register chose behind its gate
-        folder = stored.path_of(PAIR_FOLDER)
-        if self.runtime in ONNX_GRAPHS:  # torch-free: a lean Bento ships neither torch nor the pipeline package
-            from serving.onnx_scorer import OnnxPairScorer
-
-            self.device = "cpu"
-            self.scorer = OnnxPairScorer.from_folder(folder, self.runtime, SETTINGS.torch_threads, SETTINGS.embedding_cache_size)
-        else:
-            import torch
-
-            from pipeline.scoring import PairScorer, pick_device
-
-            torch.set_num_threads(SETTINGS.torch_threads)
-            self.device = pick_device(SETTINGS.device)
-            self.scorer = PairScorer.from_folder(
-                folder, self.device, self.runtime, SETTINGS.torch_threads, SETTINGS.embedding_cache_size
-            )
+        # torch-free on an ONNX runtime: a lean Bento ships neither torch nor the pipeline package (serving/runtime.py)
+        self.scorer = load_scorer(
+            stored.path_of(PAIR_FOLDER), self.runtime, SETTINGS.torch_threads, SETTINGS.embedding_cache_size, SETTINGS.device
+        )
         self.cache_counts = (0, 0)
         MODEL_HEADERS.update(
             {
@@ -179,7 +168,7 @@ class KoreanSimilarity:
         logger.info(
             "loaded %s on %s (head %s, runtime %s, threads %d, batching %s)",
             stored.tag,
-            self.device,
+            self.scorer.device,
             self.scorer.settings.head,
             self.runtime,
             SETTINGS.torch_threads,
@@ -193,6 +182,7 @@ class KoreanSimilarity:
         answered = [score for score in scores if not isinstance(score, PairFailure)]
         for score in answered:
             PREDICTED_SCORES.observe(score)
+        # every sentence, answered or not; the ONNX runtime counts from the forward passes' own tokenization
         for tokens in self.scorer.sentence_tokens([text for p in pairs for text in (p.sentence1, p.sentence2)]):
             INPUT_TOKENS.observe(tokens)
         return [score if isinstance(score, PairFailure) else to_result(score, self.scorer.settings.threshold) for score in scores]

@@ -119,9 +119,9 @@ def bento_model(home: Path, bento: str) -> tuple[Path, str, str | None]:
 
 def in_process_score(folder: Path, runtime: str) -> float:
     """The demo pair's score from the model folder on its runtime, in this process."""
-    from pipeline.scoring import PairScorer
+    from serving.runtime import load_scorer
 
-    return float(PairScorer.from_folder(folder, runtime=runtime, threads=1).score([DEMO_PAIR])[0])
+    return float(load_scorer(folder, runtime, threads=1).score([DEMO_PAIR])[0])
 
 
 def wait_ready(engine: Engine, container: str, url: str, timeout: float = 300) -> float:

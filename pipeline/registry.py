@@ -78,6 +78,7 @@ TRAINED_DIGEST_TAG = "pair_model.trained_digest"
 # artifact of the version's run, which package ships without exporting or gating again.
 SERVING_RECORD_TAG = "serving.record"
 SERVING_RUNTIME_TAG = "serving.runtime"
+SERVING_RECIPE_TAG = "serving.int8_recipe"  # onnx-int8 only: which int8 recipe made the served graph
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")  # loading one can run code
 
 
@@ -119,26 +120,33 @@ def log_serving_record(record: dict[str, Any], run_id: str | None = None) -> dic
         mlflow.log_dict(record, artifact)
     else:
         mlflow.MlflowClient().log_dict(run_id, record, artifact)
-    return {SERVING_RECORD_TAG: artifact, SERVING_RUNTIME_TAG: record["runtime"]["runtime"]}
+    recipe = record["runtime"].get("recipe")
+    tags = {SERVING_RECORD_TAG: artifact, SERVING_RUNTIME_TAG: record["runtime"]["runtime"]}
+    return tags | ({SERVING_RECIPE_TAG: recipe} if recipe else {})
 
 
-def serving_record(model_name: str, version: str) -> dict[str, Any] | None:
-    """What register built and measured for serving a version, or None for a version registered without one."""
+def _run_json(model_name: str, version: str, run_id: str, artifact: str, what: str) -> Any:
+    """A JSON artifact of a version's run, read through a temporary download; a PipelineError names `what` failed."""
     import tempfile
 
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    found = mlflow.MlflowClient().get_model_version(model_name, version)
-    artifact = found.tags.get(SERVING_RECORD_TAG)
-    if artifact is None:
-        return None
-    with tempfile.TemporaryDirectory(prefix="serving-") as staging:
+    with tempfile.TemporaryDirectory(prefix="version-artifact-") as staging:
         try:
-            path = mlflow.artifacts.download_artifacts(run_id=found.run_id, artifact_path=artifact, dst_path=staging)
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=staging)
             return json.loads(Path(path).read_text(encoding="utf-8"))
         except (MlflowException, OSError, ValueError) as error:
-            raise PipelineError(f"{model_name} v{version}: cannot read its serving record ({artifact}): {error}") from error
+            raise PipelineError(f"{model_name} v{version}: cannot read its {what} ({artifact}): {error}") from error
+
+
+def serving_record(model_name: str, version: str) -> dict[str, Any] | None:
+    """What register built and measured for serving a version, or None for a version registered without one."""
+    import mlflow
+
+    found = mlflow.MlflowClient().get_model_version(model_name, version)
+    artifact = found.tags.get(SERVING_RECORD_TAG)
+    return None if artifact is None else _run_json(model_name, version, found.run_id, artifact, "serving record")
 
 
 def verify_files(folder: Path, recorded: dict[str, str], source: str) -> None:
@@ -153,21 +161,13 @@ def verify_files(folder: Path, recorded: dict[str, str], source: str) -> None:
 
 def recorded_hashes(model_name: str, version: str) -> dict[str, str]:
     """The file hashes the register stage recorded for a model version (checked against the version's digest tag)."""
-    import tempfile
-
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     found = mlflow.MlflowClient().get_model_version(model_name, version)
     digest, artifact = found.tags.get(FILES_DIGEST_TAG), found.tags.get(FILES_ARTIFACT_TAG)
     if digest is None or artifact is None:
         raise PipelineError(f"{model_name} v{version}: no {FILES_DIGEST_TAG} tag (an older registration): rerun register")
-    with tempfile.TemporaryDirectory(prefix="hashes-") as staging:
-        try:
-            path = mlflow.artifacts.download_artifacts(run_id=found.run_id, artifact_path=artifact, dst_path=staging)
-            hashes = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (MlflowException, OSError, ValueError) as error:
-            raise PipelineError(f"{model_name} v{version}: cannot read its file hashes ({artifact}): {error}") from error
+    hashes = _run_json(model_name, version, found.run_id, artifact, "file hashes")
     if files_digest(hashes) != digest:
         raise PipelineError(f"{model_name} v{version}: {artifact} does not match the version's {FILES_DIGEST_TAG} tag")
     return hashes

@@ -1,6 +1,6 @@
-"""Pairs -> similarity scores for a saved pair model on any runtime: PairScorer.from_folder is the one entry used by
-evaluate, the registry pyfunc, the gate and the torch service. The shared steps (normalize, prefix, length-sorted
-batches, calibration) are serving.scorer's; this module adds the torch runtime, the model's head in PyTorch."""
+"""Pairs -> similarity scores for a saved pair model on the torch runtime: the model's head in PyTorch, used by evaluate,
+the registry pyfunc and train; serving.runtime.load_scorer picks it (or an ONNX graph) by runtime. The shared steps
+(normalize, prefix, length-sorted batches, calibration) are serving.scorer's."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ import numpy as np
 from pipeline.calibration import Calibration
 from pipeline.heads import LoadedModel, head_named
 from pipeline.models import ModelSettings
-from serving.onnx_scorer import OnnxPairScorer
-from serving.pair_model import ONNX_GRAPHS
 from serving.scorer import PairScorer as RuntimeScorer
 
 
@@ -40,22 +38,23 @@ class PairScorer(RuntimeScorer):
         cls,
         folder: str | Path,
         device: str | None = None,
-        runtime: str = "torch",
         threads: int | None = None,
         cache_size: int = 0,
-    ) -> RuntimeScorer:
-        """Load a model folder written by the train stage (any head) with a serving runtime: torch, or an ONNX graph
-        the package stage built into it (serving.onnx_scorer). cache_size > 0 puts the head's cache of repeated work
-        in front of the model (bi: sentence embeddings)."""
-        if runtime in ONNX_GRAPHS:
-            return OnnxPairScorer.from_folder(folder, runtime, threads, cache_size)
+    ) -> PairScorer:
+        """Load a model folder written by the train stage (any head) on `device` (None: CUDA when present). threads:
+        torch's intra-op threads for the process (None: unchanged); cache_size > 0 puts the head's cache of repeated
+        work in front of the model (bi: sentence embeddings)."""
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         settings = ModelSettings.load(folder)
         head = head_named(settings.head)
         loaded = head.with_cache(head.load(folder), cache_size)
         return cls(loaded, settings, pick_device(device), Calibration.load(folder))
 
     @classmethod
-    def from_registry(cls, model_uri: str, device: str | None = None) -> RuntimeScorer:
+    def from_registry(cls, model_uri: str, device: str | None = None) -> PairScorer:
         """Load a registered model, e.g. `models:/korean-sts-similarity@champion` (downloads its folder)."""
         import tempfile
 

@@ -20,6 +20,7 @@ from serving.scale import embedded_pair_scores
 from serving.scorer import PairScorer
 
 UNLIMITED = int(1e30)  # transformers' model_max_length when a tokenizer names none
+READ_COUNTS_KEPT = 4096  # sentences whose token counts wait to be counted: a few batches (scoring alone never reads them)
 
 
 def special_token(value) -> str | None:
@@ -47,7 +48,9 @@ class OnnxSentenceEncoder:
 
     One tokenizer serves both reading and counting: a 250k-piece Unigram tokenizer (e5's) holds ~290 MB in memory.
     Each sentence is tokenized without special tokens (its full length), truncated, then given its special tokens:
-    the steps, in that order, by which `tokenizers` truncates (and transformers for the torch path).
+    the steps, in that order, by which `tokenizers` truncates (and transformers for the torch path). The full lengths
+    of what the graph read wait in read_counts until token_counts asks (the service's token histogram right after
+    its batch), so a sentence is tokenized once for both.
     """
 
     def __init__(self, graph: Path, folder: Path, threads: int | None = None) -> None:
@@ -60,14 +63,23 @@ class OnnxSentenceEncoder:
         self.session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         self.tokenizer, self.token_limit, self.pad_id = load_tokenizer(Path(folder))
         self.special_tokens = self.tokenizer.num_special_tokens_to_add(False)
+        self.read_counts: dict[str, int] = {}  # sentence -> its token count, from the graph's tokenization
 
     def token_counts(self, sentences: list[str]) -> list[int]:
-        """Tokens each sentence is, special tokens included, before truncation."""
-        return [len(item.ids) + self.special_tokens for item in self.tokenizer.encode_batch(sentences, add_special_tokens=False)]
+        """Tokens each sentence is, special tokens included, before truncation: as the graph last read it (taken from
+        read_counts), else tokenized here (a sentence the embedding cache answered)."""
+        known = {sentence: self.read_counts.pop(sentence, None) for sentence in dict.fromkeys(sentences)}
+        missing = [sentence for sentence, count in known.items() if count is None]
+        if missing:
+            encoded = self.tokenizer.encode_batch(missing, add_special_tokens=False)
+            known.update(zip(missing, self.full_counts(encoded), strict=True))
+        return [known[sentence] for sentence in sentences]
 
-    def model_inputs(self, sentences: list[str]) -> dict[str, np.ndarray]:
-        """input_ids and attention_mask of sentences, each truncated at token_limit, padded to the longest."""
+    def model_inputs(self, sentences: list[str]) -> tuple[dict[str, np.ndarray], list[int]]:
+        """input_ids and attention_mask of sentences, each truncated at token_limit, padded to the longest; and each
+        sentence's token count before truncation (special tokens included)."""
         encoded = self.tokenizer.encode_batch(sentences, add_special_tokens=False)
+        counts = self.full_counts(encoded)
         rows = []
         for item in encoded:
             item.truncate(max(self.token_limit - self.special_tokens, 0))
@@ -78,7 +90,17 @@ class OnnxSentenceEncoder:
         for index, row in enumerate(rows):
             ids[index, : len(row)] = row
             mask[index, : len(row)] = 1
-        return {"input_ids": ids, "attention_mask": mask}
+        return {"input_ids": ids, "attention_mask": mask}, counts
+
+    def full_counts(self, encoded: list) -> list[int]:
+        """Each encoding's (made without special tokens, untruncated) token count with its special tokens."""
+        return [len(item.ids) + self.special_tokens for item in encoded]
+
+    def remember_counts(self, sentences: list[str], counts: list[int]) -> None:
+        """Keep what the graph read for token_counts; the oldest go past READ_COUNTS_KEPT (scoring that never counts)."""
+        self.read_counts.update(zip(sentences, counts, strict=True))
+        while len(self.read_counts) > READ_COUNTS_KEPT:
+            self.read_counts.pop(next(iter(self.read_counts)), None)
 
     def encode(self, sentences: list[str], batch_size: int = 32, **_) -> np.ndarray:
         """Embeddings in input order; each batch padded to its longest sentence, every sentence truncated as in training."""
@@ -86,7 +108,9 @@ class OnnxSentenceEncoder:
 
         chunks = []
         for start in range(0, len(sentences), batch_size):
-            inputs = self.model_inputs(sentences[start : start + batch_size])
+            batch = sentences[start : start + batch_size]
+            inputs, counts = self.model_inputs(batch)
+            self.remember_counts(batch, counts)
             try:
                 chunks.append(self.session.run(["sentence_embedding"], inputs)[0])
             except InvalidArgument as error:  # the graph refused these inputs (e.g. past its positions): the input's fault

@@ -1,5 +1,6 @@
 """Pairs -> similarity scores for a saved pair model: the steps every runtime shares. The one path used by evaluate,
-the registry pyfunc, the accuracy gate and the service; a runtime supplies only the raw scores of a batch.
+the registry pyfunc, the accuracy gate and the service; a runtime supplies only the raw scores of a batch, and
+serving.runtime.load_scorer picks the runtime:
 
     torch       pipeline.scoring.PairScorer (the model's head in PyTorch; needs the training stack)
     onnx*       serving.onnx_scorer.OnnxPairScorer (tokenizers + onnxruntime + numpy: what a lean Bento ships)
@@ -22,6 +23,8 @@ class PairScorer(ABC):
     The head and the sentence prefix are read from the model's similarity.json; a calibration.json that says
     `applied` maps the raw scores onto the gold scale. `model` is what computes (an encoder, maybe behind a cache).
     """
+
+    device = "cpu"  # where the forward pass runs (the torch runtime sets its own; ONNX Runtime's CPU provider)
 
     def __init__(self, model, settings: ModelSettings, calibration: Calibration | None) -> None:
         self.model = model

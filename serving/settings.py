@@ -42,7 +42,8 @@ class ServeSettings(Section):
     device: str | None  # null: CUDA when present, else CPU
     runtime: Literal["auto", "torch", "onnx", "onnx-int8"]  # pipeline.runtimes.RUNTIMES; auto: the fastest that passes the gate
     gate_tolerance: float = Field(ge=0)  # an optimized runtime's F1 (model's threshold) and Pearson stay this close to fp32's
-    gate_max_shift: float = Field(ge=0)  # ... and no validation pair's score may move by more than this
+    gate_max_shift: float = Field(ge=0)  # ... and the validation pairs' score shifts, at gate_shift_percentile, at most this
+    gate_shift_percentile: float = Field(gt=0, le=100)  # which percentile of the shifts (100: the largest; runtimes/gate.py)
     embedding_cache_size: int = Field(ge=0)  # bi head: sentences whose embeddings a worker keeps (LRU); 0: off
 
     @property

@@ -19,7 +19,7 @@ from pipeline.heads.bi import load_bi_encoder
 from pipeline.heads.bi_export import export_sentence_encoder
 from pipeline.runtimes.block4 import BLOCK_SIZE, dequantize_block4, find_block4
 from pipeline.runtimes.embedding_table import compact_embedding_table
-from pipeline.runtimes.onnx import quantize_int8
+from pipeline.runtimes.onnx import quantize_int8, quantize_static_int8
 from pipeline.sources.packed_e5 import dequantize_q4_0
 from tests.conftest import mirror_sentences
 from tests.support.packed_e5_writer import quantize_q4_0
@@ -187,3 +187,18 @@ def test_int8_quantization_of_the_compacted_graph_keeps_the_4bit_table_and_the_s
     assert not np.array_equal(compact_int8, reference)  # the int8 weights do move the scores a little
     # the MatMuls are quantized alike; only the table differs (exact rows instead of one int8 scale for the table)
     assert np.abs(compact_int8 - fp32_int8).max() <= INT8_SHIFT
+
+
+def test_static_int8_calibrates_through_the_compacted_graph_and_leaves_the_4bit_table_alone(q4_graphs, tmp_path):
+    """static-qdq (pipeline/runtimes/int8.py) on e5's graph: the calibration runs the com.microsoft op, whose output
+    type the compaction declared; only the MatMuls are quantized."""
+    model, fp32, compact, _ = q4_graphs
+    batches = tokenized(model, SENTENCES, batch=len(SENTENCES))  # the calibrator stacks batches: one shape
+    quantize_static_int8(compact, tmp_path / "compact_qdq.onnx", batches)
+    counts = op_counts(tmp_path / "compact_qdq.onnx")
+    assert counts["GatherBlockQuantized"] == 1 and counts["QuantizeLinear"] > 0 and counts["DynamicQuantizeLinear"] == 0
+    left = float_tables(tmp_path / "compact_qdq.onnx")  # positions, token types, the 4-bit scales; MatMul weights int8
+    assert len(left) == 3 and set(left) < set(float_tables(compact))
+    reference = pair_scores(embeddings(fp32, batches))
+    static = pair_scores(embeddings(tmp_path / "compact_qdq.onnx", batches))
+    assert np.abs(static - reference).max() <= INT8_SHIFT and not np.array_equal(static, reference)

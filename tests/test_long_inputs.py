@@ -27,6 +27,7 @@ from pipeline.errors import UnscorableInput
 from pipeline.runtimes import RUNTIMES
 from pipeline.scoring import PairScorer
 from serving.isolation import POISON_VARIABLE, PairFailure, ScoringFailed, raise_failures, refuse_poison, score_isolated
+from serving.runtime import load_scorer
 from tests.conftest import REPO
 
 # The service fixtures (shared with tests/test_service.py: one server per session).
@@ -94,7 +95,7 @@ def test_every_runtime_truncates_where_the_torch_path_does(request, tmp_path, en
     assert torch_scorer.model.max_seq_length == MAX_LENGTH
     # int8 weights move scores by a few thousandths on these random tiny models; its tokens are fp32's (one encoder)
     for runtime, atol in (("onnx", 1e-4), ("onnx-int8", 0.02)):
-        scorer = PairScorer.from_folder(folder, runtime=runtime, threads=1)  # torch-free: the `tokenizers` library alone
+        scorer = load_scorer(folder, runtime, threads=1)  # torch-free: the `tokenizers` library alone
         assert scorer.encoder.token_limit == MAX_LENGTH
         firsts = [pair[0] for pair in LONG_PAIRS]
         assert scorer.sentence_tokens(firsts) == torch_scorer.sentence_tokens(firsts)
@@ -166,7 +167,7 @@ def bi_server(request, long_folder, tmp_path_factory):
 @pytest.fixture(scope="module")
 def offline(long_folder):
     """Offline scores of the long pairs and of PAIRS on each runtime (what the service must answer)."""
-    scorers = {name: PairScorer.from_folder(long_folder, runtime=name, threads=1) for name in RUNTIMES}
+    scorers = {name: load_scorer(long_folder, name, threads=1) for name in RUNTIMES}
     return {name: (scorer.score(LONG_PAIRS), scorer.score(PAIRS)) for name, scorer in scorers.items()}
 
 

@@ -1,6 +1,7 @@
 """Serving runtimes on a tiny bi-encoder: ONNX fp32 scores like torch, int8 runs, the gate refuses what drifts,
 the embedding cache evicts and counts, and the latency budget keeps a slow model from the alias."""
 
+import shutil
 import typing
 
 import numpy as np
@@ -13,11 +14,12 @@ from pipeline.models import ModelSettings
 from pipeline.paths import ONNX_DIR
 from pipeline.promotion import ChampionDecision, within_latency_budget
 from pipeline.runtimes import RUNTIMES, candidates
-from pipeline.runtimes.gate import judge
+from pipeline.runtimes.gate import GateRule, judge
 from pipeline.runtimes.latency import measure_latency
-from pipeline.runtimes.selection import choose_runtime
+from pipeline.runtimes.selection import GateTrial, choose_runtime
 from pipeline.scoring import PairScorer
 from serving.embedding_cache import EmbeddingCache
+from serving.runtime import load_scorer
 from tests.support.toy_models import bi_pair_model
 
 PAIRS = [
@@ -43,53 +45,78 @@ def test_onnx_scores_like_torch_and_int8_stays_on_the_scale(bi_folder):
     for name in ("onnx", "onnx-int8"):
         RUNTIMES[name].build(bi_folder)
     assert sorted(path.name for path in (bi_folder / ONNX_DIR).iterdir()) == ["model.onnx", "model_int8.onnx"]
-    onnx = PairScorer.from_folder(bi_folder, runtime="onnx", threads=1).score(PAIRS)
+    onnx = load_scorer(bi_folder, "onnx", threads=1).score(PAIRS)
     np.testing.assert_allclose(onnx, torch_scores, atol=1e-4)
-    int8 = PairScorer.from_folder(bi_folder, runtime="onnx-int8", threads=1).score(PAIRS)
+    int8 = load_scorer(bi_folder, "onnx-int8", threads=1).score(PAIRS)
     assert np.isfinite(int8).all() and int8.min() >= 0 and int8.max() <= 5
     assert not np.array_equal(int8, torch_scores)  # quantized weights: close, not equal
 
 
-def test_the_gate_judges_f1_pearson_and_the_largest_shift():
+def test_the_gate_judges_f1_pearson_and_the_shift_percentile():
     gold = np.array([0.5, 1.5, 2.5, 3.5, 4.5, 4.0])
     reference = np.array([0.6, 1.4, 2.6, 3.4, 4.4, 4.1])
-    assert judge("onnx", reference, reference + 0.01, gold, 3.0, 0.005, 0.15).passed
+    every_pair = GateRule(0.005, 0.15, shift_percentile=100.0)  # over 6 pairs: the largest shift
+    assert judge("onnx", reference, reference + 0.01, gold, 3.0, every_pair).passed
     moved = reference.copy()
     moved[2] += 0.6  # crosses 3.0: F1 changes, and the shift is too big
-    result = judge("onnx-int8", reference, moved, gold, 3.0, 0.005, 0.15)
-    assert not result.passed and result.max_score_shift == pytest.approx(0.6)
-    assert "f1 delta" in result.reason and "max score shift 0.6 > 0.15" in result.reason
+    result = judge("onnx-int8", reference, moved, gold, 3.0, every_pair, recipe="dynamic-matmul")
+    assert not result.passed and result.max_score_shift == pytest.approx(0.6) and result.recipe == "dynamic-matmul"
+    assert "f1 delta" in result.reason and "p100 score shift 0.6 > 0.15" in result.reason
     # at 3.5 the moved pair (2.6 -> 3.2) stays dissimilar: F1 unchanged, only the shift refuses it
-    at_threshold = judge("onnx-int8", reference, moved, gold, 3.5, 0.005, 0.15)
+    at_threshold = judge("onnx-int8", reference, moved, gold, 3.5, every_pair)
     assert at_threshold.f1_delta == 0.0 and at_threshold.threshold == 3.5 and "f1 delta" not in at_threshold.reason
+
+
+class CountingTokenizer:
+    """The `tokenizers` Tokenizer, counting the sentences it encodes."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer, self.sentences = tokenizer, 0
+
+    def encode_batch(self, sentences, **options):
+        self.sentences += len(sentences)
+        return self.tokenizer.encode_batch(sentences, **options)
+
+    def __getattr__(self, name: str):
+        return getattr(self.tokenizer, name)
+
+
+def test_an_onnx_batch_is_tokenized_once_for_its_scores_and_its_token_counts(bi_folder):
+    """What the service does per batch: score the pairs, then count each sentence's tokens for /metrics."""
+    RUNTIMES["onnx"].build(bi_folder)
+    scorer, fresh = load_scorer(bi_folder, "onnx", threads=1, cache_size=100), load_scorer(bi_folder, "onnx", threads=1)
+    scorer.encoder.tokenizer = counting = CountingTokenizer(scorer.encoder.tokenizer)
+    sentences = [sentence for pair in PAIRS[:4] for sentence in pair]
+    for _ in range(2):  # the second batch from the embedding cache: its sentences are tokenized for the counts only
+        scorer.score(PAIRS[:4])
+        assert scorer.sentence_tokens(sentences) == fresh.sentence_tokens(sentences)
+    assert counting.sentences == 2 * len(sentences) and not scorer.encoder.read_counts
 
 
 def test_the_gate_counts_f1_at_the_models_threshold(tiny_bert, tmp_path):
     """choose_runtime reads the threshold from the model's similarity.json (evaluate.threshold), not KLUE's 3.0."""
     folder = bi_pair_model(tiny_bert, tmp_path / "model", threshold=3.5)
     gold = np.array([4.0, 2.5, 0.5, 4.5] * 6)
-    choice = choose_runtime(folder, "onnx", PAIRS, gold, metric_tolerance=1.0, max_shift=1.0)
+    choice = choose_runtime(folder, "onnx", PAIRS, gold, GateRule(1.0, 1.0))
     assert choice.runtime == "onnx" and [entry["threshold"] for entry in choice.gate] == [3.5]
 
 
-def test_auto_falls_back_past_a_refused_runtime_and_keeps_only_the_chosen_graph(bi_folder):
-    gold = np.array([4.0, 2.5, 0.5, 4.5] * 6)
-    refused = choose_runtime(bi_folder, "onnx-int8", PAIRS, gold, metric_tolerance=0.0, max_shift=0.0)  # cannot be met
-    assert refused.runtime == "torch" and refused.reason.startswith("torch: onnx-int8: refused: ")
-    assert not list((bi_folder / ONNX_DIR).glob("*.onnx"))
-    fallback = choose_runtime(bi_folder, "auto", PAIRS, gold, metric_tolerance=1.0, max_shift=1e-3)  # fp32 drift ~1e-6
-    assert fallback.runtime == "onnx" and [entry["passed"] for entry in fallback.gate] == [False, True]
-    assert [path.name for path in (bi_folder / ONNX_DIR).glob("*.onnx")] == ["model.onnx"]
-    accepted = choose_runtime(bi_folder, "auto", PAIRS, gold, metric_tolerance=1.0, max_shift=5.0)
-    assert accepted.runtime == "onnx-int8" and accepted.gate[0]["passed"]
-    assert [path.name for path in (bi_folder / ONNX_DIR).glob("*.onnx")] == ["model_int8.onnx"]
+def test_the_gate_scores_its_reference_once_with_the_torch_scorer_it_is_given(bi_folder, tmp_path):
+    """register gates a staging copy of models/model against its torch scorer of models/model (the same weights)."""
+    given = PairScorer.from_folder(shutil.copytree(bi_folder, tmp_path / "copy"), cache_size=100)  # its cache counts
+    gold, rule, distinct = np.array([4.0, 2.5, 0.5, 4.5] * 6), GateRule(0.005, 0.15), len({s for pair in PAIRS for s in pair})
+    assert choose_runtime(bi_folder, "onnx", PAIRS, gold, rule, torch_scorer=given).runtime == "onnx"
+    assert (given.model.misses, given.model.hits) == (distinct, 2 * len(PAIRS) - distinct)  # it scored the pairs, once
+    trial = GateTrial(bi_folder, PAIRS, gold, rule, 3.0, (), torch_scorer=given)
+    assert trial.gate("onnx", None).passed and trial.gate("onnx", None).passed
+    assert given.model.hits == 4 * len(PAIRS) - distinct  # two gates of one trial: one more scoring of the reference
 
 
 def test_a_head_without_an_export_and_a_gpu_stay_on_torch(bi_folder, tmp_path):
     cross = tmp_path / "cross"
     cross.mkdir()
     ModelSettings(head="cross", base_model="tiny", hangul_only=False).save(cross)
-    choice = choose_runtime(cross, "onnx-int8", PAIRS, np.zeros(len(PAIRS)), 0.005, 0.15)
+    choice = choose_runtime(cross, "onnx-int8", PAIRS, np.zeros(len(PAIRS)), GateRule(0.005, 0.15))
     assert choice.runtime == "torch" and "not available for the cross head" in choice.reason
     assert candidates("auto", gpu=True) == [] and candidates("torch", gpu=False) == []
 

@@ -216,6 +216,8 @@ def test_serve_settings_come_from_the_serve_section_then_the_environment(tmp_pat
         (serve_section(workers="two"), {}, "serve.workers: Input should be a valid integer"),
         (serve_section(workers=0), {}, "serve.workers: Input should be greater than or equal to 1"),
         (serve_section(max_batch_size=1), {}, "greater than or equal to 2"),
+        (serve_section(gate_shift_percentile=0), {}, "^serve.gate_shift_percentile: Input should be greater than 0, got 0$"),
+        (serve_section(gate_shift_percentile=150), {}, "^serve.gate_shift_percentile: Input should be less than or equal to 100"),
         ("model: {name: x}\n", {}, r"serve: Input should be a valid dictionary"),
         (serve_section(), {"KSTS_SERVE_BATCHING": "maybe"}, "KSTS_SERVE_BATCHING"),
         (serve_section(), {"KSTS_SERVE_WORKERS": "2.5"}, "KSTS_SERVE_WORKERS"),
@@ -440,10 +442,10 @@ def test_bentoml_build_makes_a_bento_offline_that_serves(bento_store, champion_f
 def test_a_bi_champion_served_by_onnx_int8_answers_as_offline_and_counts_its_cache(tiny_bert, tmp_path):
     """The package stage's label picks the runtime; scores equal offline scoring with that runtime; repeated
     sentences are served from the cache and counted on /metrics."""
-    from pipeline.scoring import PairScorer
+    from serving.runtime import load_scorer
 
     folder = bi_pair_model(tiny_bert, tmp_path / "bi", runtime="onnx-int8")
-    offline = PairScorer.from_folder(folder, runtime="onnx-int8", threads=1).score(PAIRS)
+    offline = load_scorer(folder, "onnx-int8", threads=1).score(PAIRS)
     home = tmp_path / "home"
     labels = {"runtime": "onnx-int8"}
     code = f"from pipeline.stages.package import import_pair_model\nprint(import_pair_model({str(folder)!r}, 'bi', {labels!r}))\n"

@@ -180,6 +180,8 @@ def test_package_verifies_the_recorded_file_hashes_and_refuses_pickles(stage_rep
     runtime = record["runtime"]["runtime"]
     assert MlflowClient().get_model_version("korean-sts-similarity", "1").tags["serving.runtime"] == runtime
     assert record["runtime"]["gate"] and record["test"][runtime]["pairs"] > 0  # every candidate's gate figures
+    evaluated = json.loads((stage_repo / "reports/metrics.json").read_text(encoding="utf-8"))["test"]
+    assert record["test"]["torch"] == evaluated  # torch's test figures are evaluate's, not scored again
     graphs = {name for name in recorded if name.startswith(f"{ONNX_DIR}/")}
     assert graphs == ({f"{ONNX_DIR}/{RUNTIMES[runtime].graph}"} if RUNTIMES[runtime].torch_free else set()), graphs
     for name in ("bentofile.yaml", "service.py", "serving", "pipeline"):  # the Bento's build context: the repository's code
@@ -194,3 +196,27 @@ def test_package_verifies_the_recorded_file_hashes_and_refuses_pickles(stage_rep
     requirements = Path(bentoml.get(report["bento"]).path_of("env/python/requirements.txt")).read_text(encoding="utf-8")
     listed = {line.split("==")[0] for line in requirements.lower().splitlines()}
     assert bool(listed & TORCH_RUNTIME_PACKAGES) != RUNTIMES[runtime].torch_free, listed
+
+
+def test_a_versions_recorded_json_is_read_from_its_run_and_an_unreadable_one_is_named(tmp_path):
+    """serving_record and recorded_hashes read their JSON artifacts of the version's run the same way."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from pipeline.errors import PipelineError
+    from pipeline.registry import FILES_ARTIFACT_TAG, FILES_DIGEST_TAG, SERVING_RECORD_TAG, recorded_hashes, serving_record
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient()
+    with mlflow.start_run(experiment_id=client.create_experiment("registry-json")) as run:  # not an earlier test's
+        mlflow.log_dict({"runtime": {"runtime": "onnx"}}, "serving/runtime.json")
+        mlflow.log_text("{not json", "integrity/files-0.json")
+    client.create_registered_model("m")
+    tags = {SERVING_RECORD_TAG: "serving/runtime.json", FILES_DIGEST_TAG: "0", FILES_ARTIFACT_TAG: "integrity/files-0.json"}
+    version = client.create_model_version("m", f"runs:/{run.info.run_id}/model", run.info.run_id, tags=tags).version
+    assert serving_record("m", version) == {"runtime": {"runtime": "onnx"}}
+    with pytest.raises(PipelineError, match=r"^m v1: cannot read its file hashes \(integrity/files-0\.json\): "):
+        recorded_hashes("m", version)
+    client.set_model_version_tag("m", version, SERVING_RECORD_TAG, "serving/missing.json")
+    with pytest.raises(PipelineError, match=r"^m v1: cannot read its serving record \(serving/missing\.json\): "):
+        serving_record("m", version)

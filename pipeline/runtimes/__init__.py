@@ -2,9 +2,10 @@
 
     torch       the saved model in PyTorch (any head; the default on GPUs)
     onnx        the model's ONNX sentence-encoder graph on ONNX Runtime in fp32, torch-free (serving/onnx_scorer.py)
-    onnx-int8   the same graph with dynamic int8 weights (VNNI on this CPU; scores move a little: gated)
+    onnx-int8   the same graph in int8 (VNNI on this CPU; scores move a little: gated), made by the first recipe of
+                int8.INT8_RECIPES (dynamic, static QDQ, ...) that passes the gate
 
-A runtime builds its files into the pair-model folder (`onnx/`); PairScorer.from_folder(folder, runtime=...) scores
+A runtime builds its files into the pair-model folder (`onnx/`); serving.runtime.load_scorer(folder, runtime) scores
 with them. Which heads export a graph is each head's own declaration (Head.exports_onnx). The register stage chooses
 the runtime behind an accuracy gate (gate.py, selection.py); the package stage ships that choice.
 """
@@ -13,10 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.heads import head_named
 from pipeline.models import ModelSettings
 from serving.pair_model import ONNX_DIR, ONNX_GRAPHS
+
+if TYPE_CHECKING:
+    from pipeline.runtimes.int8 import Batches, Int8Recipe
 
 
 @dataclass(frozen=True)
@@ -39,11 +44,18 @@ class Runtime:
     def supports(self, settings: ModelSettings) -> bool:
         return self.graph is None or head_named(settings.head).exports_onnx
 
-    def build(self, folder: Path) -> None:
+    @property
+    def quantized(self) -> bool:
+        """Made from the fp32 graph by an int8 recipe (pipeline/runtimes/int8.py)."""
+        return self.graph is not None and self.graph != ONNX_GRAPHS["onnx"]
+
+    def build(self, folder: Path, recipe: Int8Recipe | None = None, batches: Batches = ()) -> None:
         """Write this runtime's files into the pair-model folder (nothing for torch; the fp32 graph first for int8): the
-        head's export, its word-embedding table stored as what it is (4-bit blocks when exactly that: embedding_table.py)."""
+        head's export, its word-embedding table stored as what it is (4-bit blocks when exactly that: embedding_table.py);
+        for int8, the graph that `recipe` makes (an int8.Int8Recipe; None: the first of INT8_RECIPES), calibrated on
+        `batches` (the graph's inputs) when the recipe needs it. An int8 graph already there is kept."""
         from pipeline.runtimes.embedding_table import compact_embedding_table
-        from pipeline.runtimes.onnx import quantize_int8
+        from pipeline.runtimes.int8 import INT8_RECIPES
 
         if self.graph is None:
             return
@@ -53,8 +65,8 @@ class Runtime:
             head_named(ModelSettings.load(folder).head).export_onnx(Path(folder), exported)
             compact_embedding_table(exported, fp32)
             exported.unlink()
-        if self.graph != fp32.name and not (Path(folder) / ONNX_DIR / self.graph).is_file():
-            quantize_int8(fp32, Path(folder) / ONNX_DIR / self.graph)
+        if self.quantized and not (Path(folder) / ONNX_DIR / self.graph).is_file():
+            (recipe or INT8_RECIPES[0]).quantize(fp32, Path(folder) / ONNX_DIR / self.graph, batches)
 
 
 RUNTIMES: dict[str, Runtime] = {"torch": Runtime("torch", None)} | {name: Runtime(name, f) for name, f in ONNX_GRAPHS.items()}

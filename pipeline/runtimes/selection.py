@@ -3,6 +3,7 @@ against fp32 torch, with F1 counted at the model's own threshold (its settings.t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,10 @@ import numpy as np
 from pipeline.models import ModelSettings
 from pipeline.paths import ONNX_DIR
 from pipeline.runtimes import RUNTIMES, candidates
-from pipeline.runtimes.gate import judge
+from pipeline.runtimes.gate import GateResult, GateRule, judge
+from pipeline.runtimes.int8 import CALIBRATION_BATCH, CALIBRATION_SENTENCES, INT8_RECIPES, Int8Recipe, spread_sample
+from serving.runtime import load_scorer
+from serving.scorer import PairScorer
 
 EXAMPLE_PAIRS = [  # what the latency is measured on (and the registered model's input example)
     ("오늘 날씨가 정말 좋네요.", "오늘은 날씨가 매우 좋습니다."),
@@ -22,11 +26,12 @@ EXAMPLE_PAIRS = [  # what the latency is measured on (and the registered model's
 
 @dataclass
 class RuntimeChoice:
-    """The runtime a Bento serves, why, and every candidate's gate figures."""
+    """The runtime a Bento serves, why, every candidate's gate figures, and the int8 recipe that made its graph."""
 
     runtime: str
     reason: str
     gate: list[dict[str, Any]] = field(default_factory=list)
+    recipe: str | None = None  # onnx-int8: which of INT8_RECIPES passed; None for the other runtimes
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,27 +46,90 @@ def split_pairs(split: str) -> tuple[list[tuple[str, str]], np.ndarray]:
     return [(r["sentence1"], r["sentence2"]) for r in records], np.array([r["score"] for r in records], dtype=np.float64)
 
 
-def served_metrics(folder: Path, runtime: str, split: str = "test") -> dict[str, dict[str, Any]]:
-    """A split's metrics (F1 at the model's threshold) as fp32 torch scores it and as the chosen runtime does (what the
-    Bento answers)."""
+def served_metrics(folder: Path, runtime: str, torch_test: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The test split's metrics (F1 at the model's threshold) as fp32 torch scores it, which the evaluate stage measured
+    (torch_test: reports/metrics.json's `test`), and as the chosen runtime does (what the Bento answers)."""
+    if runtime == "torch":
+        return {"torch": torch_test}
     from pipeline.metrics import similarity_metrics
-    from pipeline.scoring import PairScorer
 
-    pairs, gold = split_pairs(split)
-    threshold = ModelSettings.load(folder).threshold
-    names = dict.fromkeys(["torch", runtime])
-    return {
-        name: similarity_metrics(gold, PairScorer.from_folder(folder, runtime=name).score(pairs), threshold) for name in names
-    }
+    pairs, gold = split_pairs("test")
+    served = similarity_metrics(gold, load_scorer(folder, runtime).score(pairs), ModelSettings.load(folder).threshold)
+    return {"torch": torch_test, runtime: served}
 
 
-def choose_for_serving(folder: Path, settings) -> RuntimeChoice:
-    """What the package stage serves for ServeSettings `settings`: the runtime gated on the validation split."""
+def training_sentences(count: int = CALIBRATION_SENTENCES) -> list[str]:
+    """Up to count distinct sentences of the clean training split, evenly spaced: what static int8 calibrates on."""
+    pairs, _ = split_pairs("train")
+    return spread_sample([sentence for pair in pairs for sentence in pair], count)
+
+
+def calibration_batches(folder: Path, sentences: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    """The fp32 graph's inputs for sentences as the served model reads them (normalized, prefixed, tokenized,
+    truncated), in batches of CALIBRATION_BATCH all padded to the longest sentence: onnxruntime's histogram
+    calibrators stack every batch's activations into one array, which needs one shape."""
+    from serving.onnx_scorer import OnnxPairScorer
+
+    RUNTIMES["onnx"].build(folder)
+    scorer = OnnxPairScorer.from_folder(folder, runtime="onnx")
+    inputs, _ = scorer.encoder.model_inputs(scorer.model_inputs(sentences))
+    return [
+        {name: rows[start : start + CALIBRATION_BATCH] for name, rows in inputs.items()}
+        for start in range(0, len(sentences), CALIBRATION_BATCH)
+    ]
+
+
+@dataclass
+class GateTrial:
+    """One search's inputs: gates a runtime (and int8 recipe) built into folder against fp32 torch's scores of the pairs:
+    `reference` if given, else scored once, when first needed, by `torch_scorer` (a torch scorer of the same trained
+    weights) or else the folder's own torch model; the calibration batches are made once when first needed too."""
+
+    folder: Path
+    pairs: list[tuple[str, str]]
+    gold: np.ndarray
+    rule: GateRule
+    threshold: float
+    calibration: Sequence[str]
+    torch_scorer: PairScorer | None = None
+    reference: np.ndarray | None = None
+    batches: list[dict[str, np.ndarray]] | None = None
+
+    def gate(self, name: str, recipe: Int8Recipe | None) -> GateResult:
+        """Build runtime `name` (by recipe), score the pairs with it, judge; a refused int8 graph is removed again."""
+        if recipe is not None and recipe.calibrated and self.batches is None:
+            self.batches = calibration_batches(self.folder, self.calibration)
+        RUNTIMES[name].build(self.folder, recipe, self.batches if recipe is not None and recipe.calibrated else ())
+        scores = load_scorer(self.folder, name).score(self.pairs)
+        result = judge(name, self.reference_scores(), scores, self.gold, self.threshold, self.rule, recipe and recipe.name)
+        if not result.passed and recipe is not None:
+            (self.folder / ONNX_DIR / str(RUNTIMES[name].graph)).unlink()
+        return result
+
+    def reference_scores(self) -> np.ndarray:
+        """fp32 torch's scores of the pairs, scored at most once."""
+        if self.reference is None:
+            self.reference = (self.torch_scorer or load_scorer(self.folder, "torch")).score(self.pairs)
+        return self.reference
+
+
+def keep_only(folder: Path, graph: str | None) -> None:
+    """Remove every ONNX graph of the folder but `graph` (None: all of them)."""
+    for path in (Path(folder) / ONNX_DIR).glob("*.onnx"):
+        if path.name != graph:
+            path.unlink()
+
+
+def choose_for_serving(folder: Path, settings, torch_scorer: PairScorer | None = None) -> RuntimeChoice:
+    """What the package stage serves for ServeSettings `settings`: the runtime gated on the validation split against
+    torch_scorer (None: the folder's torch model), int8 recipes calibrated on training sentences."""
     import torch
 
     pairs, gold = split_pairs("validation")
     gpu = (settings.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-    return choose_runtime(folder, settings.runtime, pairs, gold, settings.gate_tolerance, settings.gate_max_shift, gpu)
+    rule = GateRule.from_settings(settings)
+    sentences = training_sentences()
+    return choose_runtime(folder, settings.runtime, pairs, gold, rule, gpu, sentences, torch_scorer=torch_scorer)
 
 
 def choose_runtime(
@@ -69,62 +137,57 @@ def choose_runtime(
     choice: str,
     pairs: list[tuple[str, str]],
     gold: np.ndarray,
-    metric_tolerance: float,
-    max_shift: float,
+    rule: GateRule,
     gpu: bool = False,
+    calibration: Sequence[str] = (),
+    recipes: Sequence[Int8Recipe] = INT8_RECIPES,
+    torch_scorer: PairScorer | None = None,
 ) -> RuntimeChoice:
     """serve.runtime `choice` -> the first candidate the model supports that passes the gate on (pairs, gold); else torch.
 
-    The candidates' files are built into folder; those of runtimes not chosen are removed again.
+    onnx-int8 is tried with each of `recipes` in turn (fastest first; a calibrated one needs calibration sentences).
+    The candidates' files are built into folder; those of runtimes and recipes not chosen are removed again. The gate's
+    reference is fp32 torch: torch_scorer if given (the same trained weights, already loaded), else the folder's.
     """
-    from pipeline.scoring import PairScorer
-
     settings = ModelSettings.load(folder)
-    results, chosen, reasons = [], None, []
-    reference = None
+    trial = GateTrial(Path(folder), list(pairs), gold, rule, settings.threshold, calibration, torch_scorer)
+    results, reasons = [], []
     for name in candidates(choice, gpu):
-        runtime = RUNTIMES[name]
-        if not runtime.supports(settings):
+        if not RUNTIMES[name].supports(settings):
             reasons.append(f"{name}: not available for the {settings.head} head")
             continue
-        runtime.build(folder)
-        if reference is None:
-            reference = PairScorer.from_folder(folder, runtime="torch").score(pairs)
-        scores = PairScorer.from_folder(folder, runtime=name).score(pairs)
-        result = judge(name, reference, scores, gold, settings.threshold, metric_tolerance, max_shift)
-        results.append(asdict(result))
-        reasons.append(f"{name}: {result.reason}")
-        if result.passed:
-            chosen = name
-            break
-    keep = RUNTIMES[chosen].graph if chosen else None
-    for graph in (Path(folder) / ONNX_DIR).glob("*.onnx"):
-        if graph.name != keep:
-            graph.unlink()
-    if chosen is None:
-        why = "; ".join(reasons) or (f"serve.runtime {choice}" + (" on a GPU" if gpu and choice == "auto" else ""))
-        return RuntimeChoice("torch", f"torch: {why}", results)
-    return RuntimeChoice(chosen, "; ".join(reasons), results)
+        for recipe in recipes if RUNTIMES[name].quantized else (None,):
+            label = f"{name} ({recipe.name})" if recipe is not None else name
+            if recipe is not None and recipe.calibrated and not calibration:
+                reasons.append(f"{label}: skipped: no calibration sentences")
+                continue
+            result = trial.gate(name, recipe)
+            results.append(asdict(result))
+            reasons.append(f"{label}: {result.reason}")
+            if result.passed:
+                keep_only(folder, RUNTIMES[name].graph)
+                return RuntimeChoice(name, "; ".join(reasons), results, result.recipe)
+    keep_only(folder, None)
+    why = "; ".join(reasons) or (f"serve.runtime {choice}" + (" on a GPU" if gpu and choice == "auto" else ""))
+    return RuntimeChoice("torch", f"torch: {why}", results)
 
 
 def served_latency(folder: Path, runtime: str, settings) -> dict[str, Any]:
     """The latency of the model in folder on `runtime` as a worker serves it: in-process, with one worker's threads."""
-    import torch
-
     from pipeline.runtimes.latency import measure_latency
-    from pipeline.scoring import PairScorer
 
-    torch.set_num_threads(settings.torch_threads)
-    scorer = PairScorer.from_folder(folder, runtime=runtime, threads=settings.torch_threads)
+    scorer = load_scorer(folder, runtime, threads=settings.torch_threads)
     return {"runtime": runtime, **measure_latency(scorer, EXAMPLE_PAIRS * 16, forward_batch_size=settings.forward_batch_size)}
 
 
-def prepare_for_serving(folder: Path, settings) -> dict[str, Any]:
+def prepare_for_serving(folder: Path, settings, torch_scorer: PairScorer, torch_test: dict[str, Any]) -> dict[str, Any]:
     """Build into folder the runtime that ServeSettings `settings` choose behind the gate, and say what it measured: the
-    choice with every candidate's gate figures, the test split's metrics as served, the latency as a worker serves it."""
-    choice = choose_for_serving(folder, settings)
+    choice with every candidate's gate figures, the test split's metrics as served, the latency as a worker serves it.
+    torch_scorer and torch_test: fp32 torch of the same trained weights and its test metrics (the evaluate stage's),
+    which register already holds: neither is loaded nor scored again."""
+    choice = choose_for_serving(folder, settings, torch_scorer)
     return {
         "runtime": choice.as_dict(),
-        "test": served_metrics(folder, choice.runtime),
+        "test": served_metrics(folder, choice.runtime, torch_test),
         "latency": served_latency(folder, choice.runtime, settings),
     }

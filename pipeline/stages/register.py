@@ -69,7 +69,8 @@ def log_and_register(scorer, folder: Path, run_id: str, metrics: dict[str, float
 
 def register_version(params, scorer, study: dict[str, Any], evaluation: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The version for models/model: the existing one with identical trained files (said), else a new one, logged with
-    the runtime register chose behind the gate built into it (exported and gated here, once); and its serving record."""
+    the runtime register chose behind the gate built into it (exported and gated here, once, against `scorer`, the torch
+    model of MODEL_DIR; torch's test figures are evaluate's); and its serving record."""
     import shutil
     import tempfile
 
@@ -87,7 +88,7 @@ def register_version(params, scorer, study: dict[str, Any], evaluation: dict[str
         return existing, recorded
     with tempfile.TemporaryDirectory(prefix="register-") as staging:
         folder = Path(shutil.copytree(MODEL_DIR, Path(staging) / "model"))
-        serving = prepare_for_serving(folder, load_serve_settings())
+        serving = prepare_for_serving(folder, load_serve_settings(), scorer, evaluation["test"])  # MODEL_DIR's weights
         if existing:  # registered by a register killed before it recorded the serving build: record it now
             for key, value in log_serving_record(serving, client.get_model_version(name, existing).run_id).items():
                 client.set_model_version_tag(name, existing, key, value)

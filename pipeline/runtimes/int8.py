@@ -1,0 +1,114 @@
+"""The int8 recipes of the onnx-int8 runtime: ways to quantize the fp32 graph, tried behind the gate in speed order.
+
+The onnx-int8 runtime is one graph file (serving.pair_model.ONNX_GRAPHS), whichever recipe made it; the register
+stage (selection.py) builds the recipes in INT8_RECIPES' order, gates each against fp32 torch, removes a refused
+one's graph and keeps the first that passes. The gate list and the runtime choice name the recipe.
+
+    dynamic-matmul            quantize_dynamic of the MatMuls only, QInt8 weights, one scale per output channel
+    dynamic-all               quantize_dynamic of every op type it knows (MatMul, the small tables' Gathers, ...)
+    dynamic-matmul-sensitive-N  dynamic-matmul, but the N % of the MatMuls that dynamic int8 hurts most (measured on
+                              the calibration sentences: sensitivity.py) kept fp32; N = 25, 35, 50
+    static-qdq                quantize_static, QDQ: MatMul weights per channel, their inputs' ranges calibrated on
+                              training sentences (percentile); no scale computed per request
+
+The order is the measured speed on the fine-tuned e5 default for the two dynamic recipes (docs/serving.md: 3.06x and
+2.93x fp32's); the last two places are provisional until timed there. A recipe is chosen by measurement (the gate),
+never by a list of nodes fitted to one model's weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+Batches = Sequence[dict[str, np.ndarray]]  # the graph's inputs (input_ids, attention_mask), one dict per batch
+# Training sentences whose activations calibrate: onnxruntime keeps every MatMul input and output of every batch in
+# memory, then stacks them (estimated for e5-small: ~80k floats a token; 128 sentences padded to ~70 tokens ~3 GB,
+# twice that while stacked; not measured yet), so a hundred or so, not thousands.
+CALIBRATION_SENTENCES = 128
+CALIBRATION_BATCH = 32
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """One way to make the int8 graph from the fp32 one."""
+
+    name: str
+    summary: str
+    quantize: Callable[[Path, Path, Batches], Path]  # (fp32 graph, int8 graph to write, calibration batches)
+    calibrated: bool = False  # needs calibration batches (activations' ranges measured beforehand)
+
+
+def dynamic_matmul(source: Path, target: Path, _batches: Batches) -> Path:
+    from pipeline.runtimes.onnx import quantize_int8
+
+    return quantize_int8(source, target, op_types=("MatMul",))
+
+
+def dynamic_all(source: Path, target: Path, _batches: Batches) -> Path:
+    from pipeline.runtimes.onnx import quantize_int8
+
+    return quantize_int8(source, target)
+
+
+# dynamic-matmul-sensitive-N: of the weight MatMuls, the N % most hurt kept fp32 (each fewer int8 MatMuls, slower,
+# closer to fp32). On the fine-tuned e5 default (2026-12-02, validation): 25 % kept gave a p99.5 shift of 0.166, 35 %
+# 0.103 and 50 % 0.065 (docs/serving.md); the search takes the first that passes.
+SENSITIVE_FRACTIONS = (0.25, 0.35, 0.5)
+_measured_errors: dict[tuple[str, int, int], dict[str, float]] = {}  # one sensitivity pass per graph and search
+
+
+def matmul_errors_once(source: Path, batches: Batches) -> dict[str, float]:
+    """sensitivity.matmul_errors of the graph, measured once for all fractions (keyed by the graph file's path, size
+    and modification time, and the batches' identity: a rebuilt graph or other batches measure again)."""
+    from pipeline.runtimes.sensitivity import matmul_errors
+
+    stat = source.stat()
+    key = (str(source.resolve()), stat.st_size, stat.st_mtime_ns, id(batches))
+    if key not in _measured_errors:
+        _measured_errors.clear()
+        _measured_errors[key] = matmul_errors(source, batches)
+    return _measured_errors[key]
+
+
+def dynamic_matmul_sensitive(fraction: float) -> Callable[[Path, Path, Batches], Path]:
+    """dynamic-matmul with the `fraction` of the weight MatMuls that dynamic int8 hurts most kept fp32."""
+
+    def quantize(source: Path, target: Path, batches: Batches) -> Path:
+        from pipeline.runtimes.onnx import quantize_int8
+        from pipeline.runtimes.sensitivity import most_sensitive
+
+        kept = most_sensitive(matmul_errors_once(source, batches), fraction)
+        return quantize_int8(source, target, op_types=("MatMul",), exclude=kept)
+
+    return quantize
+
+
+def sensitive_recipe(fraction: float) -> Int8Recipe:
+    percent = round(fraction * 100)
+    summary = f"dynamic int8, MatMul only, the {percent} % most hurt (measured on training sentences) kept fp32"
+    return Int8Recipe(f"dynamic-matmul-sensitive-{percent}", summary, dynamic_matmul_sensitive(fraction), True)
+
+
+def static_qdq(source: Path, target: Path, batches: Batches) -> Path:
+    from pipeline.runtimes.onnx import quantize_static_int8
+
+    return quantize_static_int8(source, target, batches)
+
+
+INT8_RECIPES: tuple[Int8Recipe, ...] = (  # fastest first
+    Int8Recipe("dynamic-matmul", "dynamic int8, MatMul only, per-channel weights", dynamic_matmul),
+    Int8Recipe("dynamic-all", "dynamic int8, every op type, per-channel weights", dynamic_all),
+    *(sensitive_recipe(fraction) for fraction in SENSITIVE_FRACTIONS),
+    Int8Recipe("static-qdq", "static int8 QDQ, MatMul, per-channel weights, percentile-calibrated", static_qdq, True),
+)
+
+
+def spread_sample(items: Sequence[str], count: int) -> list[str]:
+    """Up to count distinct items, evenly spaced over the sequence (deterministic, no random state)."""
+    distinct = list(dict.fromkeys(items))
+    step = max(1, len(distinct) // count) if count > 0 else 1
+    return distinct[::step][:count]
