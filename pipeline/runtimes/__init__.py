@@ -21,7 +21,7 @@ from pipeline.models import ModelSettings
 from serving.pair_model import ONNX_DIR, ONNX_GRAPHS
 
 if TYPE_CHECKING:
-    from pipeline.runtimes.int8 import Batches, Int8Recipe
+    from pipeline.runtimes.int8 import CalibrationSet, Int8Recipe
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,13 @@ class Runtime:
         """Made from the fp32 graph by an int8 recipe (pipeline/runtimes/int8.py)."""
         return self.graph is not None and self.graph != ONNX_GRAPHS["onnx"]
 
-    def build(self, folder: Path, recipe: Int8Recipe | None = None, batches: Batches = ()) -> None:
+    def build(self, folder: Path, recipe: Int8Recipe | None = None, batches: CalibrationSet | None = None) -> None:
         """Write this runtime's files into the pair-model folder (nothing for torch; the fp32 graph first for int8): the
         head's export, its word-embedding table stored as what it is (4-bit blocks when exactly that: embedding_table.py);
         for int8, the graph that `recipe` makes (an int8.Int8Recipe; None: the first of INT8_RECIPES), calibrated on
         `batches` (the graph's inputs) when the recipe needs it. An int8 graph already there is kept."""
         from pipeline.runtimes.embedding_table import compact_embedding_table
-        from pipeline.runtimes.int8 import INT8_RECIPES
+        from pipeline.runtimes.int8 import INT8_RECIPES, CalibrationSet
 
         if self.graph is None:
             return
@@ -66,7 +66,8 @@ class Runtime:
             compact_embedding_table(exported, fp32)
             exported.unlink()
         if self.quantized and not (Path(folder) / ONNX_DIR / self.graph).is_file():
-            (recipe or INT8_RECIPES[0]).quantize(fp32, Path(folder) / ONNX_DIR / self.graph, batches)
+            recipe = recipe or INT8_RECIPES[0]
+            recipe.quantize(fp32, Path(folder) / ONNX_DIR / self.graph, CalibrationSet() if batches is None else batches)
 
 
 RUNTIMES: dict[str, Runtime] = {"torch": Runtime("torch", None)} | {name: Runtime(name, f) for name, f in ONNX_GRAPHS.items()}

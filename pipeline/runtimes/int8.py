@@ -24,7 +24,24 @@ from pathlib import Path
 
 import numpy as np
 
-Batches = Sequence[dict[str, np.ndarray]]  # the graph's inputs (input_ids, attention_mask), one dict per batch
+
+class CalibrationSet(list):
+    """The fp32 graph's inputs for the calibration sentences (input_ids, attention_mask; one dict per batch), and what
+    is measured on them, once per graph: the sensitive recipes of one search share one sensitivity pass."""
+
+    def __init__(self, batches: Sequence[dict[str, np.ndarray]] = ()) -> None:
+        super().__init__(batches)
+        self.errors: dict[str, dict[str, float]] = {}  # fp32 graph path -> sensitivity.matmul_errors on these batches
+
+    def matmul_errors(self, source: Path) -> dict[str, float]:
+        """sensitivity.matmul_errors of the graph at source on these batches (measured on first use)."""
+        from pipeline.runtimes.sensitivity import matmul_errors
+
+        if str(source) not in self.errors:
+            self.errors[str(source)] = matmul_errors(source, self)
+        return self.errors[str(source)]
+
+
 # Training sentences whose activations calibrate: onnxruntime keeps every MatMul input and output of every batch in
 # memory, then stacks them (estimated for e5-small: ~80k floats a token; 128 sentences padded to ~70 tokens ~3 GB,
 # twice that while stacked; not measured yet), so a hundred or so, not thousands.
@@ -38,17 +55,17 @@ class Int8Recipe:
 
     name: str
     summary: str
-    quantize: Callable[[Path, Path, Batches], Path]  # (fp32 graph, int8 graph to write, calibration batches)
+    quantize: Callable[[Path, Path, CalibrationSet], Path]  # (fp32 graph, int8 graph to write, calibration batches)
     calibrated: bool = False  # needs calibration batches (activations' ranges measured beforehand)
 
 
-def dynamic_matmul(source: Path, target: Path, _batches: Batches) -> Path:
+def dynamic_matmul(source: Path, target: Path, _batches: CalibrationSet) -> Path:
     from pipeline.runtimes.onnx import quantize_int8
 
     return quantize_int8(source, target, op_types=("MatMul",))
 
 
-def dynamic_all(source: Path, target: Path, _batches: Batches) -> Path:
+def dynamic_all(source: Path, target: Path, _batches: CalibrationSet) -> Path:
     from pipeline.runtimes.onnx import quantize_int8
 
     return quantize_int8(source, target)
@@ -58,30 +75,16 @@ def dynamic_all(source: Path, target: Path, _batches: Batches) -> Path:
 # closer to fp32). On the fine-tuned e5 default (2026-12-02, validation): 25 % kept gave a p99.5 shift of 0.166, 35 %
 # 0.103 and 50 % 0.065 (docs/serving.md); the search takes the first that passes.
 SENSITIVE_FRACTIONS = (0.25, 0.35, 0.5)
-_measured_errors: dict[tuple[str, int, int], dict[str, float]] = {}  # one sensitivity pass per graph and search
 
 
-def matmul_errors_once(source: Path, batches: Batches) -> dict[str, float]:
-    """sensitivity.matmul_errors of the graph, measured once for all fractions (keyed by the graph file's path, size
-    and modification time, and the batches' identity: a rebuilt graph or other batches measure again)."""
-    from pipeline.runtimes.sensitivity import matmul_errors
-
-    stat = source.stat()
-    key = (str(source.resolve()), stat.st_size, stat.st_mtime_ns, id(batches))
-    if key not in _measured_errors:
-        _measured_errors.clear()
-        _measured_errors[key] = matmul_errors(source, batches)
-    return _measured_errors[key]
-
-
-def dynamic_matmul_sensitive(fraction: float) -> Callable[[Path, Path, Batches], Path]:
+def dynamic_matmul_sensitive(fraction: float) -> Callable[[Path, Path, CalibrationSet], Path]:
     """dynamic-matmul with the `fraction` of the weight MatMuls that dynamic int8 hurts most kept fp32."""
 
-    def quantize(source: Path, target: Path, batches: Batches) -> Path:
+    def quantize(source: Path, target: Path, batches: CalibrationSet) -> Path:
         from pipeline.runtimes.onnx import quantize_int8
         from pipeline.runtimes.sensitivity import most_sensitive
 
-        kept = most_sensitive(matmul_errors_once(source, batches), fraction)
+        kept = most_sensitive(batches.matmul_errors(source), fraction)
         return quantize_int8(source, target, op_types=("MatMul",), exclude=kept)
 
     return quantize
@@ -93,7 +96,7 @@ def sensitive_recipe(fraction: float) -> Int8Recipe:
     return Int8Recipe(f"dynamic-matmul-sensitive-{percent}", summary, dynamic_matmul_sensitive(fraction), True)
 
 
-def static_qdq(source: Path, target: Path, batches: Batches) -> Path:
+def static_qdq(source: Path, target: Path, batches: CalibrationSet) -> Path:
     from pipeline.runtimes.onnx import quantize_static_int8
 
     return quantize_static_int8(source, target, batches)

@@ -14,7 +14,14 @@ from pipeline.models import ModelSettings
 from pipeline.paths import ONNX_DIR
 from pipeline.runtimes import RUNTIMES, candidates
 from pipeline.runtimes.gate import GateResult, GateRule, judge
-from pipeline.runtimes.int8 import CALIBRATION_BATCH, CALIBRATION_SENTENCES, INT8_RECIPES, Int8Recipe, spread_sample
+from pipeline.runtimes.int8 import (
+    CALIBRATION_BATCH,
+    CALIBRATION_SENTENCES,
+    INT8_RECIPES,
+    CalibrationSet,
+    Int8Recipe,
+    spread_sample,
+)
 from serving.runtime import load_scorer
 from serving.scorer import PairScorer
 
@@ -64,7 +71,7 @@ def training_sentences(count: int = CALIBRATION_SENTENCES) -> list[str]:
     return spread_sample([sentence for pair in pairs for sentence in pair], count)
 
 
-def calibration_batches(folder: Path, sentences: Sequence[str]) -> list[dict[str, np.ndarray]]:
+def calibration_batches(folder: Path, sentences: Sequence[str]) -> CalibrationSet:
     """The fp32 graph's inputs for sentences as the served model reads them (normalized, prefixed, tokenized,
     truncated), in batches of CALIBRATION_BATCH all padded to the longest sentence: onnxruntime's histogram
     calibrators stack every batch's activations into one array, which needs one shape."""
@@ -73,10 +80,10 @@ def calibration_batches(folder: Path, sentences: Sequence[str]) -> list[dict[str
     RUNTIMES["onnx"].build(folder)
     scorer = OnnxPairScorer.from_folder(folder, runtime="onnx")
     inputs, _ = scorer.encoder.model_inputs(scorer.model_inputs(sentences))
-    return [
+    return CalibrationSet(
         {name: rows[start : start + CALIBRATION_BATCH] for name, rows in inputs.items()}
         for start in range(0, len(sentences), CALIBRATION_BATCH)
-    ]
+    )
 
 
 @dataclass
@@ -93,13 +100,13 @@ class GateTrial:
     calibration: Sequence[str]
     torch_scorer: PairScorer | None = None
     reference: np.ndarray | None = None
-    batches: list[dict[str, np.ndarray]] | None = None
+    batches: CalibrationSet | None = None
 
     def gate(self, name: str, recipe: Int8Recipe | None) -> GateResult:
         """Build runtime `name` (by recipe), score the pairs with it, judge; a refused int8 graph is removed again."""
         if recipe is not None and recipe.calibrated and self.batches is None:
             self.batches = calibration_batches(self.folder, self.calibration)
-        RUNTIMES[name].build(self.folder, recipe, self.batches if recipe is not None and recipe.calibrated else ())
+        RUNTIMES[name].build(self.folder, recipe, self.batches if recipe is not None and recipe.calibrated else None)
         scores = load_scorer(self.folder, name).score(self.pairs)
         result = judge(name, self.reference_scores(), scores, self.gold, self.threshold, self.rule, recipe and recipe.name)
         if not result.passed and recipe is not None:
