@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.runtimes.smooth import SmoothingPlan
+
 
 class CalibrationSet(list):
     """The fp32 graph's inputs for the calibration sentences (input_ids, attention_mask; one dict per batch), and what
@@ -32,6 +34,7 @@ class CalibrationSet(list):
     def __init__(self, batches: Sequence[dict[str, np.ndarray]] = ()) -> None:
         super().__init__(batches)
         self.errors: dict[str, dict[str, float]] = {}  # fp32 graph path -> sensitivity.matmul_errors on these batches
+        self.plans: dict[str, SmoothingPlan] = {}  # fp32 graph path -> smooth.smoothing_plan on these batches
 
     def matmul_errors(self, source: Path) -> dict[str, float]:
         """sensitivity.matmul_errors of the graph at source on these batches (measured on first use)."""
@@ -40,6 +43,14 @@ class CalibrationSet(list):
         if str(source) not in self.errors:
             self.errors[str(source)] = matmul_errors(source, self)
         return self.errors[str(source)]
+
+    def smoothing_plan(self, source: Path) -> SmoothingPlan:
+        """smooth.smoothing_plan of the graph at source on these batches (measured on first use)."""
+        from pipeline.runtimes.smooth import smoothing_plan
+
+        if str(source) not in self.plans:
+            self.plans[str(source)] = smoothing_plan(source, self)
+        return self.plans[str(source)]
 
 
 # Training sentences whose activations calibrate: onnxruntime keeps every MatMul input and output of every batch in
@@ -96,6 +107,38 @@ def sensitive_recipe(fraction: float) -> Int8Recipe:
     return Int8Recipe(f"dynamic-matmul-sensitive-{percent}", summary, dynamic_matmul_sensitive(fraction), True)
 
 
+# smooth-dynamic-matmul[-sensitive-N]: SmoothQuant with an alpha per input tensor (smooth.py), then dynamic-matmul with
+# the N % of the MatMuls still most hurt (simulated on the smoothed inputs) kept fp32.
+SMOOTH_SENSITIVE_FRACTIONS = (0.0, 0.1, 0.2)
+
+
+def smooth_dynamic_matmul(fraction: float) -> Callable[[Path, Path, CalibrationSet], Path]:
+    """dynamic-matmul of the graph smoothed first, with the `fraction` of its MatMuls most hurt kept fp32."""
+
+    def quantize(source: Path, target: Path, batches: CalibrationSet) -> Path:
+        from pipeline.runtimes.onnx import quantize_int8
+        from pipeline.runtimes.sensitivity import most_sensitive
+        from pipeline.runtimes.smooth import smooth_graph
+
+        plan = batches.smoothing_plan(source)
+        smoothed = target.with_name(target.stem + "_smoothed.fp32")  # not *.onnx: never taken for a runtime's graph
+        try:
+            smooth_graph(source, smoothed, plan.scales)
+            return quantize_int8(smoothed, target, op_types=("MatMul",), exclude=most_sensitive(plan.errors, fraction))
+        finally:
+            smoothed.unlink(missing_ok=True)
+
+    return quantize
+
+
+def smooth_recipe(fraction: float) -> Int8Recipe:
+    percent = round(fraction * 100)
+    name = "smooth-dynamic-matmul" + (f"-sensitive-{percent}" if percent else "")
+    kept = f", the {percent} % most hurt kept fp32" if percent else ""
+    summary = f"SmoothQuant (alpha per tensor), then dynamic-matmul{kept}"
+    return Int8Recipe(name, summary, smooth_dynamic_matmul(fraction), True)
+
+
 def static_qdq(source: Path, target: Path, batches: CalibrationSet) -> Path:
     from pipeline.runtimes.onnx import quantize_static_int8
 
@@ -105,6 +148,7 @@ def static_qdq(source: Path, target: Path, batches: CalibrationSet) -> Path:
 INT8_RECIPES: tuple[Int8Recipe, ...] = (  # fastest first
     Int8Recipe("dynamic-matmul", "dynamic int8, MatMul only, per-channel weights", dynamic_matmul),
     Int8Recipe("dynamic-all", "dynamic int8, every op type, per-channel weights", dynamic_all),
+    *(smooth_recipe(fraction) for fraction in SMOOTH_SENSITIVE_FRACTIONS),
     *(sensitive_recipe(fraction) for fraction in SENSITIVE_FRACTIONS),
     Int8Recipe("static-qdq", "static int8 QDQ, MatMul, per-channel weights, percentile-calibrated", static_qdq, True),
 )

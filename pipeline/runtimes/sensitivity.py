@@ -10,7 +10,7 @@ ONNX Runtime session that exposes the MatMuls' inputs; measured per model, never
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,33 +31,59 @@ def per_channel_int8(weight: np.ndarray) -> np.ndarray:
     return (np.clip(np.rint(weight / scale), -127, 127) * scale).astype(np.float32)
 
 
+def weight_matmuls(model) -> tuple[list, dict[str, np.ndarray]]:
+    """The MatMul nodes of an onnx model whose second input is a constant 2-D weight ([in, out]), and those weights."""
+    from onnx import numpy_helper
+
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if len(t.dims) == 2}
+    return [node for node in model.graph.node if node.op_type == "MatMul" and node.input[1] in weights], weights
+
+
+def matmul_inputs(model, batches: Sequence[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+    """Per batch, {input name: activations as [rows, in]} of every weight MatMul of the model (one session that
+    exposes them as extra outputs; the model itself is not changed)."""
+    import onnx
+    import onnxruntime
+    from onnx import helper
+
+    nodes, weights = weight_matmuls(model)
+    widths = {node.input[0]: weights[node.input[1]].shape[0] for node in nodes}
+    exposing = onnx.ModelProto()
+    exposing.CopyFrom(model)
+    known = {output.name for output in exposing.graph.output}
+    exposing.graph.output.extend(
+        helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in widths if name not in known
+    )
+    session = onnxruntime.InferenceSession(exposing.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = list(widths)
+    for batch in batches:
+        yield {name: rows.reshape(-1, widths[name]) for name, rows in zip(names, session.run(names, batch), strict=True)}
+
+
+def squared_errors(inputs: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """[sum of squared error of the simulated dynamic int8 product, sum of squared exact product] of inputs @ weight."""
+    exact = inputs @ weight
+    error = dynamic_uint8(inputs) @ per_channel_int8(weight) - exact
+    return np.array([(error.astype(np.float64) ** 2).sum(), (exact.astype(np.float64) ** 2).sum()])
+
+
+def relative_error(squared: np.ndarray) -> float:
+    """||int8 - fp32|| / ||fp32|| from squared_errors' sums (0 for an all-zero output)."""
+    return float((squared[0] / squared[1]) ** 0.5) if squared[1] else 0.0
+
+
 def matmul_errors(source: Path, batches: Sequence[dict[str, np.ndarray]]) -> dict[str, float]:
     """{MatMul node name: relative output error under dynamic int8} for every MatMul of the graph whose second input
     is a constant 2-D weight, over all batches."""
     import onnx
-    import onnxruntime
-    from onnx import helper, numpy_helper
 
     model = onnx.load(str(source))
-    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if len(t.dims) == 2}
-    nodes = [node for node in model.graph.node if node.op_type == "MatMul" and node.input[1] in weights]
-    exposed = list(dict.fromkeys(node.input[0] for node in nodes))
-    known = {output.name for output in model.graph.output}
-    model.graph.output.extend(
-        helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in exposed if name not in known
-    )
-    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    squared = {node.name: [0.0, 0.0] for node in nodes}  # sum of squared error, sum of squared fp32 output
-    quantized = {node.name: per_channel_int8(weights[node.input[1]]) for node in nodes}
-    for batch in batches:
-        activations = dict(zip(exposed, session.run(exposed, batch), strict=True))
+    nodes, weights = weight_matmuls(model)
+    squared = {node.name: np.zeros(2) for node in nodes}
+    for activations in matmul_inputs(model, batches):
         for node in nodes:
-            inputs = activations[node.input[0]].reshape(-1, weights[node.input[1]].shape[0])
-            exact = inputs @ weights[node.input[1]]
-            error = dynamic_uint8(inputs) @ quantized[node.name] - exact
-            squared[node.name][0] += float((error.astype(np.float64) ** 2).sum())
-            squared[node.name][1] += float((exact.astype(np.float64) ** 2).sum())
-    return {name: (err / total) ** 0.5 if total else 0.0 for name, (err, total) in squared.items()}
+            squared[node.name] += squared_errors(activations[node.input[0]], weights[node.input[1]])
+    return {name: relative_error(sums) for name, sums in squared.items()}
 
 
 def most_sensitive(errors: dict[str, float], fraction: float) -> list[str]:
