@@ -62,9 +62,10 @@ def pairs_per_second(
     """Best-of-rounds pairs/s of each graph (and fp32 ONNX) scoring `pairs` as a worker does (forward batches of `batch`
     pairs), interleaved: each round times every graph once."""
     from pipeline.paths import ONNX_DIR
+    from pipeline.runtimes import RUNTIMES
     from serving.onnx_scorer import OnnxPairScorer
 
-    int8 = folder / ONNX_DIR / "model_int8.onnx"
+    int8 = folder / ONNX_DIR / str(RUNTIMES["onnx-int8"].graph)
     scorers = {"onnx (fp32)": OnnxPairScorer.from_folder(folder, runtime="onnx", threads=threads)}
     for name, path in graphs.items():
         shutil.copyfile(path, int8)

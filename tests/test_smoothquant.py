@@ -72,6 +72,7 @@ def test_the_plan_smooths_a_tensor_only_where_the_simulated_int8_error_drops(bi_
     plan = smoothing_plan(fp32, batches)
     assert set(plan.alphas) == set(activation_maxima(onnx.load(str(fp32)), batches)) and set(plan.errors) == set(plain)
     assert set(plan.scales) == {name for name, alpha in plan.alphas.items() if alpha is not None}
+    assert plan.unsmoothed_errors == pytest.approx(plain)  # what the plain sensitive recipes rank by
     readers = readers_by_input(weight_matmuls(onnx.load(str(fp32)))[0])
     for name, alpha in plan.alphas.items():  # each tensor's choice loses no more than leaving it alone
         names = [node.name for node in readers[name]]

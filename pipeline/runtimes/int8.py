@@ -32,20 +32,12 @@ from pipeline.runtimes.smooth import SmoothingPlan
 
 class CalibrationSet(list):
     """The fp32 graph's inputs for the calibration sentences (input_ids, attention_mask; one dict per batch), and what
-    is measured on them, once per graph: the sensitive recipes of one search share one sensitivity pass."""
+    is measured on them, once per graph: the smooth and the sensitive recipes of one search share one smoothing plan
+    (smooth.py), which holds the MatMuls' int8 errors with and without smoothing."""
 
     def __init__(self, batches: Sequence[dict[str, np.ndarray]] = ()) -> None:
         super().__init__(batches)
-        self.errors: dict[str, dict[str, float]] = {}  # fp32 graph path -> sensitivity.matmul_errors on these batches
         self.plans: dict[str, SmoothingPlan] = {}  # fp32 graph path -> smooth.smoothing_plan on these batches
-
-    def matmul_errors(self, source: Path) -> dict[str, float]:
-        """sensitivity.matmul_errors of the graph at source on these batches (measured on first use)."""
-        from pipeline.runtimes.sensitivity import matmul_errors
-
-        if str(source) not in self.errors:
-            self.errors[str(source)] = matmul_errors(source, self)
-        return self.errors[str(source)]
 
     def smoothing_plan(self, source: Path) -> SmoothingPlan:
         """smooth.smoothing_plan of the graph at source on these batches (measured on first use)."""
@@ -98,7 +90,7 @@ def dynamic_matmul_sensitive(fraction: float) -> Callable[[Path, Path, Calibrati
         from pipeline.runtimes.onnx import quantize_int8
         from pipeline.runtimes.sensitivity import most_sensitive
 
-        kept = most_sensitive(batches.matmul_errors(source), fraction)
+        kept = most_sensitive(batches.smoothing_plan(source).unsmoothed_errors, fraction)
         return quantize_int8(source, target, op_types=("MatMul",), exclude=kept)
 
     return quantize

@@ -1,5 +1,5 @@
 """How much each weight MatMul of an fp32 graph suffers from dynamic int8, measured on real inputs: what the
-`dynamic-matmul-sensitive-N` recipes (int8.py) read to keep the worst MatMuls in fp32.
+`dynamic-matmul-sensitive-N` recipes (int8.py) read, through smooth.smoothing_plan, to keep the worst MatMuls fp32.
 
 Each MatMul with a constant 2-D weight is fed the activations the fp32 graph computes for the calibration batches;
 its output is recomputed with the input quantized as DynamicQuantizeLinear does (uint8, one scale and zero point per
@@ -74,7 +74,8 @@ def relative_error(squared: np.ndarray) -> float:
 
 def matmul_errors(source: Path, batches: Sequence[dict[str, np.ndarray]]) -> dict[str, float]:
     """{MatMul node name: relative output error under dynamic int8} for every MatMul of the graph whose second input
-    is a constant 2-D weight, over all batches."""
+    is a constant 2-D weight, over all batches: this measurement alone. A search reads it from smooth.smoothing_plan
+    (its unsmoothed option, measured in the same pass as the smoothed ones), which the tests check against this."""
     import onnx
 
     model = onnx.load(str(source))

@@ -31,11 +31,13 @@ SMOOTHED_SUFFIX = "_smoothed"
 class SmoothingPlan:
     """What smoothing a graph's weight-MatMul inputs should get, measured on calibration batches: per input tensor the
     alpha (None: not smoothed) whose simulated dynamic int8 error over the MatMuls that read it was lowest, its scales,
-    and each MatMul's simulated relative error under that choice (what the sensitive recipes rank by)."""
+    and each MatMul's simulated relative error under that choice and unsmoothed (what the smooth and the plain
+    sensitive recipes rank by: the unsmoothed option is sensitivity.matmul_errors, so one pass serves both families)."""
 
     alphas: dict[str, float | None]
     scales: dict[str, np.ndarray]  # only the smoothed inputs
-    errors: dict[str, float]  # MatMul node name -> relative error
+    errors: dict[str, float]  # MatMul node name -> relative error under the chosen smoothing
+    unsmoothed_errors: dict[str, float]  # MatMul node name -> relative error with no smoothing
 
 
 def activation_maxima(model, batches: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -77,9 +79,12 @@ def smoothing_plan(source: Path, batches: Sequence[dict[str, np.ndarray]], alpha
         return sum(relative_error(squared[name, alpha, node.name]) for node in readers[name])
 
     chosen = {name: min(options[name], key=lambda alpha, name=name: loss(name, alpha)) for name in readers}
-    errors = {node.name: relative_error(squared[name, chosen[name], node.name]) for name in readers for node in readers[name]}
+
+    def errors(choice: dict[str, float | None]) -> dict[str, float]:
+        return {node.name: relative_error(squared[name, choice[name], node.name]) for name in readers for node in readers[name]}
+
     scales = {name: options[name][alpha] for name, alpha in chosen.items() if alpha is not None}
-    return SmoothingPlan(chosen, scales, errors)
+    return SmoothingPlan(chosen, scales, errors(chosen), errors(dict.fromkeys(readers)))
 
 
 def smoothing_options(maxima, weights, readers, alphas) -> dict[str, dict[float | None, np.ndarray]]:
