@@ -1,6 +1,6 @@
 """Tiny encoders built locally with save_pretrained: for tests, benchmarks and offline smoke runs.
 
-BERT: a WordPiece vocabulary trained on the given Korean sentences (no lower-casing and no accent
+BERT: a WordPiece vocabulary of the given Korean sentences' most frequent pieces (no lower-casing and no accent
 stripping, which would split Hangul syllables into jamo), loaded back through BertTokenizer(vocab=...) so
 [CLS]/[SEP] and token_type_ids survive a save and reload. RoBERTa: a byte-level BPE vocabulary through
 RobertaTokenizer(vocab=..., merges=...): <s> A </s></s> B </s>, no token_type_ids.
@@ -11,18 +11,45 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+BERT_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def wordpiece_vocabulary(sentences: Iterable[str], vocab_size: int) -> list[str]:
+    """A cased WordPiece vocabulary of at most vocab_size entries: the special tokens, then the pieces of the sentences'
+    words (BERT's pre-tokenization) by frequency: single characters first (word-initial and ##-continuation forms),
+    then longer pieces; ties go by text.
+
+    Built here rather than by `tokenizers`' WordPieceTrainer: that one breaks ties by hash order, so the same sentences
+    gave a different vocabulary (2 tokens of 800) in a different order every run, and with it a different tiny model
+    whose float noise, between batched and single forward passes, was sometimes above the tests' 1e-5.
+    """
+    from collections import Counter
+
+    from tokenizers.pre_tokenizers import BertPreTokenizer
+
+    splitter = BertPreTokenizer()
+    words = Counter(word for sentence in sentences for word, _ in splitter.pre_tokenize_str(sentence))
+    pieces: Counter[str] = Counter()
+    for word, count in words.items():
+        for start in range(len(word)):
+            for end in range(start + 1, len(word) + 1):
+                pieces[("##" if start else "") + word[start:end]] += count
+
+    def rank(piece: str) -> tuple[int, int, str]:
+        return len(piece.removeprefix("##")) > 1, -pieces[piece], piece
+
+    return (BERT_SPECIAL_TOKENS + sorted(pieces, key=rank))[:vocab_size]
+
 
 def train_wordpiece_tokenizer(sentences: Iterable[str], vocab_size: int, folder: str | Path):
-    """Train a cased WordPiece vocabulary on sentences; returns a BertTokenizer saved in folder."""
-    from tokenizers import BertWordPieceTokenizer
+    """A cased WordPiece vocabulary of sentences (wordpiece_vocabulary); returns a BertTokenizer saved in folder."""
     from transformers import BertTokenizer
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    trainer = BertWordPieceTokenizer(lowercase=False, strip_accents=False, clean_text=True)
-    trainer.train_from_iterator(list(sentences), vocab_size=vocab_size, min_frequency=1, show_progress=False)
-    trainer.save_model(str(folder))
-    tokenizer = BertTokenizer(vocab=str(folder / "vocab.txt"), do_lower_case=False, strip_accents=False)
+    vocab_file = folder / "vocab.txt"
+    vocab_file.write_text("".join(f"{token}\n" for token in wordpiece_vocabulary(sentences, vocab_size)), encoding="utf-8")
+    tokenizer = BertTokenizer(vocab=str(vocab_file), do_lower_case=False, strip_accents=False)
     tokenizer.save_pretrained(str(folder))
     return tokenizer
 
