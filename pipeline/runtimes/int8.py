@@ -9,7 +9,6 @@ one's graph and keeps the first that passes. The gate list and the runtime choic
     smooth-dynamic-matmul[-sensitive-N]  SmoothQuant first (smooth.py: each MatMul input's outlier channels moved into
                               its weights, an alpha per tensor chosen by simulated int8 error), then dynamic-matmul with
                               the N % of MatMuls still most hurt kept fp32; N = 0, 10, 15, 20
-    smooth-dynamic-matmul-token-N  the same, those N % in per-token int8 instead of fp32 (token_scale.py); N = 15, 25, 35
     dynamic-matmul-sensitive-N  dynamic-matmul, but the N % of the MatMuls that dynamic int8 hurts most (measured on
                               the calibration sentences: sensitivity.py) kept fp32; N = 25, 35, 50
     static-qdq                quantize_static, QDQ: MatMul weights per channel, their inputs' ranges calibrated on
@@ -107,40 +106,33 @@ def sensitive_recipe(fraction: float) -> Int8Recipe:
 # the N % of the MatMuls still most hurt (simulated on the smoothed inputs) kept fp32. On the fine-tuned e5 default
 # (2026-12-02, validation, p99.5 shift): 0.235 with none kept, 0.159 with 10 %, 0.138 with 15 %, 0.130 with 20 %.
 SMOOTH_SENSITIVE_FRACTIONS = (0.0, 0.1, 0.15, 0.2)
-# smooth-dynamic-matmul-token-N: the same N % in per-token int8 (token_scale.py) instead of fp32. Not measured yet.
-TOKEN_FRACTIONS = (0.15, 0.25, 0.35)
 
 
-def smooth_dynamic_matmul(fraction: float, per_token: bool = False) -> Callable[[Path, Path, CalibrationSet], Path]:
-    """dynamic-matmul of the graph smoothed first, with the `fraction` of its MatMuls most hurt kept fp32, or with
-    per_token computed in per-token int8 instead (token_scale.py)."""
+def smooth_dynamic_matmul(fraction: float) -> Callable[[Path, Path, CalibrationSet], Path]:
+    """dynamic-matmul of the graph smoothed first, with the `fraction` of its MatMuls most hurt kept fp32."""
 
     def quantize(source: Path, target: Path, batches: CalibrationSet) -> Path:
         from pipeline.runtimes.onnx import quantize_int8
         from pipeline.runtimes.sensitivity import most_sensitive
         from pipeline.runtimes.smooth import smooth_graph
-        from pipeline.runtimes.token_scale import token_scaled_graph
 
         plan = batches.smoothing_plan(source)
-        kept = most_sensitive(plan.errors, fraction)
         smoothed = target.with_name(target.stem + "_smoothed.fp32")  # not *.onnx: never taken for a runtime's graph
         try:
             smooth_graph(source, smoothed, plan.scales)
-            quantize_int8(smoothed, target, op_types=("MatMul",), exclude=kept)
+            return quantize_int8(smoothed, target, op_types=("MatMul",), exclude=most_sensitive(plan.errors, fraction))
         finally:
             smoothed.unlink(missing_ok=True)
-        return token_scaled_graph(target, target, kept) if per_token else target
 
     return quantize
 
 
-def smooth_recipe(fraction: float, per_token: bool = False) -> Int8Recipe:
+def smooth_recipe(fraction: float) -> Int8Recipe:
     percent = round(fraction * 100)
-    how = "token" if per_token else "sensitive"
-    name = "smooth-dynamic-matmul" + (f"-{how}-{percent}" if percent else "")
-    kept = f", the {percent} % most hurt " + ("in per-token int8" if per_token else "kept fp32") if percent else ""
+    name = "smooth-dynamic-matmul" + (f"-sensitive-{percent}" if percent else "")
+    kept = f", the {percent} % most hurt kept fp32" if percent else ""
     summary = f"SmoothQuant (alpha per tensor), then dynamic-matmul{kept}"
-    return Int8Recipe(name, summary, smooth_dynamic_matmul(fraction, per_token), True)
+    return Int8Recipe(name, summary, smooth_dynamic_matmul(fraction), True)
 
 
 def static_qdq(source: Path, target: Path, batches: CalibrationSet) -> Path:
@@ -153,7 +145,6 @@ INT8_RECIPES: tuple[Int8Recipe, ...] = (  # fastest first
     Int8Recipe("dynamic-matmul", "dynamic int8, MatMul only, per-channel weights", dynamic_matmul),
     Int8Recipe("dynamic-all", "dynamic int8, every op type, per-channel weights", dynamic_all),
     *(smooth_recipe(fraction) for fraction in SMOOTH_SENSITIVE_FRACTIONS),
-    *(smooth_recipe(fraction, per_token=True) for fraction in TOKEN_FRACTIONS),
     *(sensitive_recipe(fraction) for fraction in SENSITIVE_FRACTIONS),
     Int8Recipe("static-qdq", "static int8 QDQ, MatMul, per-channel weights, percentile-calibrated", static_qdq, True),
 )
