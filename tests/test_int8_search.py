@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.paths import ONNX_DIR
 from pipeline.runtimes import RUNTIMES
-from pipeline.runtimes.gate import GateRule, judge
+from pipeline.runtimes.gate import GateRule, judge, served_pass_sizes
 from pipeline.runtimes.int8 import INT8_RECIPES, SENSITIVE_FRACTIONS, spread_sample
 from pipeline.runtimes.selection import calibration_batches, choose_runtime
 from pipeline.runtimes.sensitivity import dynamic_uint8, matmul_errors, most_sensitive, per_channel_int8
@@ -87,13 +87,31 @@ def test_a_refused_recipe_is_skipped_and_the_first_that_passes_is_served(bi_fold
     chosen = choose_runtime(bi_folder, "auto", PAIRS, GOLD, between, calibration=SENTENCES, recipes=(worse, better))
     assert (chosen.runtime, chosen.recipe) == ("onnx-int8", better.name) and graphs(bi_folder) == ["model_int8.onnx"]
     assert [(entry["recipe"], entry["passed"]) for entry in chosen.gate] == [(worse.name, False), (better.name, True)]
-    served = load_scorer(bi_folder, "onnx-int8").score(PAIRS)  # the graph left is the passing one's
+    served = load_scorer(bi_folder, "onnx-int8").score(PAIRS, batch_size=1)  # the graph left is the passing one's
     reference = PairScorer.from_folder(bi_folder).score(PAIRS)
     assert judge("onnx-int8", reference, served, GOLD, 3.0, between).percentile_score_shift == shift[better.name]
     first = choose_runtime(bi_folder, "auto", PAIRS, GOLD, LOOSE, calibration=SENTENCES, recipes=(better, worse))
     assert first.recipe == better.name and len(first.gate) == 1  # the faster passes: the slower is never built
     default = choose_runtime(bi_folder, "auto", PAIRS, GOLD, LOOSE, calibration=SENTENCES)
     assert default.recipe == INT8_RECIPES[0].name == "dynamic-matmul"
+
+
+def test_the_gate_scores_int8_at_each_pass_size_a_worker_runs_and_refuses_at_the_first_that_fails(bi_folder):
+    RUNTIMES["onnx-int8"].build(bi_folder, INT8_RECIPES[0])
+    reference, int8 = PairScorer.from_folder(bi_folder).score(PAIRS), load_scorer(bi_folder, "onnx-int8")
+    sizes = (1, len(PAIRS))  # a request alone in its pass; all 24 pairs in one
+    shift = {size: judge("onnx-int8", reference, int8.score(PAIRS, batch_size=size), GOLD, 3.0, LOOSE) for size in sizes}
+    shift = {size: result.percentile_score_shift for size, result in shift.items()}
+    assert shift[1] != shift[len(PAIRS)]  # one activation scale per pass: a pair's int8 score moves with its batchmates
+    (worse, better), limit = sorted(shift, key=shift.get, reverse=True), sum(shift.values()) / 2
+    int8_only = {"recipes": INT8_RECIPES[:1]}
+    refused = choose_runtime(bi_folder, "onnx-int8", PAIRS, GOLD, GateRule(1.0, limit, 99.5, sizes), **int8_only)
+    assert refused.runtime == "torch" and [entry["pairs_per_pass"] for entry in refused.gate] == [worse]
+    assert refused.gate[0]["percentile_score_shift"] == shift[worse] and refused.gate[0]["reason"].endswith("a pass")
+    served = choose_runtime(bi_folder, "onnx-int8", PAIRS, GOLD, GateRule(1.0, limit, 99.5, (better,)), **int8_only)
+    assert (served.runtime, served.gate[0]["pairs_per_pass"]) == ("onnx-int8", better)
+    assert served.gate[0]["reason"] == f"within tolerance at {better} pairs a pass"
+    assert served_pass_sizes(4) == (1, 4) and served_pass_sizes(1) == (1,)
 
 
 def test_the_shift_rule_reads_a_percentile_not_the_one_largest_pair():

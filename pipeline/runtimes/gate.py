@@ -4,7 +4,9 @@ Three figures decide (GateRule, from params.yaml's serve section): F1 at the mod
 within metric_tolerance of fp32; and the shift_percentile-th percentile of the per-pair score shift |candidate -
 fp32| at most max_shift. A percentile, not the largest shift: over ~1,500 validation pairs the maximum is one pair
 (and grows with the number of pairs); p99.5 is the shift that all but 1 request in 200 stay under (docs/serving.md).
-shift_percentile 100 is the maximum.
+shift_percentile 100 is the maximum. Dynamic int8 quantizes each forward pass's activations with one scale, so a
+pair's int8 score depends on the pairs it shares a pass with: the candidate is scored at each of the rule's pass sizes,
+the ones a worker runs (served_pass_sizes), and must pass at every one.
 """
 
 from __future__ import annotations
@@ -23,11 +25,19 @@ class GateRule:
     metric_tolerance: float  # |F1 delta| and |Pearson delta| at most this
     max_shift: float  # the shift_percentile-th percentile of |score shift| over the pairs at most this
     shift_percentile: float = 99.5  # in (0, 100]; 100: no pair may move by more than max_shift
+    pass_sizes: tuple[int, ...] = (1,)  # pairs per forward pass the candidate is scored at; it must pass at each
 
     @classmethod
     def from_settings(cls, settings) -> GateRule:
-        """The rule of ServeSettings `settings`."""
-        return cls(settings.gate_tolerance, settings.gate_max_shift, settings.gate_shift_percentile)
+        """The rule of ServeSettings `settings`, at the pass sizes its workers run."""
+        sizes = served_pass_sizes(settings.forward_batch_size)
+        return cls(settings.gate_tolerance, settings.gate_max_shift, settings.gate_shift_percentile, sizes)
+
+
+def served_pass_sizes(forward_batch_size: int) -> tuple[int, ...]:
+    """The pairs per forward pass a worker runs, at both ends: 1 (a request alone in its batch) and
+    serve.forward_batch_size (a full pass under load)."""
+    return tuple(sorted({1, forward_batch_size}))
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class GateResult:
     percentile_score_shift: float  # that percentile of |candidate - reference| over the pairs
     max_score_shift: float
     mean_score_shift: float
+    pairs_per_pass: int | None = None  # the figures were scored this many pairs to a forward pass (None: not said)
 
 
 def shift_figures(reference: np.ndarray, candidate: np.ndarray, percentile: float) -> dict[str, float]:
@@ -68,6 +79,7 @@ def judge(
     threshold: float,
     rule: GateRule,
     recipe: str | None = None,
+    pairs_per_pass: int | None = None,
 ) -> GateResult:
     """Pass when F1@threshold and Pearson are each within rule.metric_tolerance of the reference (fp32 torch) and the
     rule.shift_percentile-th percentile of the pairs' score shifts is at most rule.max_shift."""
@@ -84,4 +96,7 @@ def judge(
     figures = {key: round(float(value), 5) for key, value in measured.items()}
     failures = [f"{names[key]} {figures[key]} > {limit}" for key, limit in limits.items() if measured[key] > limit]
     reason = "within tolerance" if not failures else "refused: " + ", ".join(failures)
-    return GateResult(runtime, recipe, not failures, reason, threshold, shift_percentile=rule.shift_percentile, **figures)
+    if pairs_per_pass is not None:
+        reason += f" at {pairs_per_pass} {'pair' if pairs_per_pass == 1 else 'pairs'} a pass"
+    figures.update(shift_percentile=rule.shift_percentile, pairs_per_pass=pairs_per_pass)
+    return GateResult(runtime, recipe, not failures, reason, threshold, **figures)

@@ -4,7 +4,7 @@ against fp32 torch, with F1 counted at the model's own threshold (its settings.t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +53,17 @@ def split_pairs(split: str) -> tuple[list[tuple[str, str]], np.ndarray]:
     return [(r["sentence1"], r["sentence2"]) for r in records], np.array([r["score"] for r in records], dtype=np.float64)
 
 
-def served_metrics(folder: Path, runtime: str, torch_test: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def served_metrics(folder: Path, runtime: str, torch_test: dict[str, Any], pairs_per_pass: int) -> dict[str, dict[str, Any]]:
     """The test split's metrics (F1 at the model's threshold) as fp32 torch scores it, which the evaluate stage measured
-    (torch_test: reports/metrics.json's `test`), and as the chosen runtime does (what the Bento answers)."""
+    (torch_test: reports/metrics.json's `test`), and as the chosen runtime does (what the Bento answers, pairs_per_pass
+    to a forward pass: serve.forward_batch_size)."""
     if runtime == "torch":
         return {"torch": torch_test}
     from pipeline.metrics import similarity_metrics
 
     pairs, gold = split_pairs("test")
-    served = similarity_metrics(gold, load_scorer(folder, runtime).score(pairs), ModelSettings.load(folder).threshold)
+    scores = load_scorer(folder, runtime).score(pairs, batch_size=pairs_per_pass)
+    served = similarity_metrics(gold, scores, ModelSettings.load(folder).threshold)
     return {"torch": torch_test, runtime: served}
 
 
@@ -103,13 +105,20 @@ class GateTrial:
     batches: CalibrationSet | None = None
 
     def gate(self, name: str, recipe: Int8Recipe | None) -> GateResult:
-        """Build runtime `name` (by recipe), score the pairs with it, judge; a refused int8 graph is removed again."""
+        """Build runtime `name` (by recipe), score the pairs with it at each of the rule's pass sizes, judge each: the
+        first refusal is the result, else the largest pass's figures; a refused int8 graph is removed again."""
         if recipe is not None and recipe.calibrated and self.batches is None:
             self.batches = calibration_batches(self.folder, self.calibration)
         RUNTIMES[name].build(self.folder, recipe, self.batches if recipe is not None and recipe.calibrated else None)
-        scores = load_scorer(self.folder, name).score(self.pairs)
-        result = judge(name, self.reference_scores(), scores, self.gold, self.threshold, self.rule, recipe and recipe.name)
-        if not result.passed and recipe is not None:
+        scorer, reference = load_scorer(self.folder, name), self.reference_scores()
+        for size in self.rule.pass_sizes:
+            scores = scorer.score(self.pairs, batch_size=size)
+            result = judge(name, reference, scores, self.gold, self.threshold, self.rule, recipe and recipe.name, size)
+            if not result.passed:
+                break
+        if result.passed:
+            result = replace(result, reason=f"within tolerance at {' and '.join(map(str, self.rule.pass_sizes))} pairs a pass")
+        elif recipe is not None:
             (self.folder / ONNX_DIR / str(RUNTIMES[name].graph)).unlink()
         return result
 
@@ -195,6 +204,6 @@ def prepare_for_serving(folder: Path, settings, torch_scorer: PairScorer, torch_
     choice = choose_for_serving(folder, settings, torch_scorer)
     return {
         "runtime": choice.as_dict(),
-        "test": served_metrics(folder, choice.runtime, torch_test),
+        "test": served_metrics(folder, choice.runtime, torch_test, settings.forward_batch_size),
         "latency": served_latency(folder, choice.runtime, settings),
     }
