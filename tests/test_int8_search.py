@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.paths import ONNX_DIR
 from pipeline.runtimes import RUNTIMES
-from pipeline.runtimes.gate import GateRule, judge, served_pass_sizes
+from pipeline.runtimes.gate import GateRule, at_pass_sizes, judge, served_pass_sizes
 from pipeline.runtimes.int8 import INT8_RECIPES, SENSITIVE_FRACTIONS, spread_sample
 from pipeline.runtimes.selection import calibration_batches, choose_runtime
 from pipeline.runtimes.sensitivity import dynamic_uint8, matmul_errors, most_sensitive, per_channel_int8
@@ -110,8 +110,9 @@ def test_the_gate_scores_int8_at_each_pass_size_a_worker_runs_and_refuses_at_the
     assert refused.gate[0]["percentile_score_shift"] == shift[worse] and refused.gate[0]["reason"].endswith("a pass")
     served = choose_runtime(bi_folder, "onnx-int8", PAIRS, GOLD, GateRule(1.0, limit, 99.5, (better,)), **int8_only)
     assert (served.runtime, served.gate[0]["pairs_per_pass"]) == ("onnx-int8", better)
-    assert served.gate[0]["reason"] == f"within tolerance at {better} pairs a pass"
+    assert served.gate[0]["reason"] == "within tolerance " + at_pass_sizes([better])
     assert served_pass_sizes(4) == (1, 4) and served_pass_sizes(1) == (1,)
+    assert (at_pass_sizes([1]), at_pass_sizes((1, 4))) == ("at 1 pair a pass", "at 1 and 4 pairs a pass")
 
 
 def test_the_shift_rule_reads_a_percentile_not_the_one_largest_pair():

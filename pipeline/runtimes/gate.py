@@ -11,6 +11,7 @@ the ones a worker runs (served_pass_sizes), and must pass at every one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,11 @@ def served_pass_sizes(forward_batch_size: int) -> tuple[int, ...]:
     """The pairs per forward pass a worker runs, at both ends: 1 (a request alone in its batch) and
     serve.forward_batch_size (a full pass under load)."""
     return tuple(sorted({1, forward_batch_size}))
+
+
+def at_pass_sizes(sizes: Sequence[int]) -> str:
+    """How a gate reason names the pass sizes it was scored at: "at 1 pair a pass", "at 1 and 4 pairs a pass"."""
+    return f"at {' and '.join(map(str, sizes))} {'pair' if list(sizes) == [1] else 'pairs'} a pass"
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,6 @@ def judge(
     failures = [f"{names[key]} {figures[key]} > {limit}" for key, limit in limits.items() if measured[key] > limit]
     reason = "within tolerance" if not failures else "refused: " + ", ".join(failures)
     if pairs_per_pass is not None:
-        reason += f" at {pairs_per_pass} {'pair' if pairs_per_pass == 1 else 'pairs'} a pass"
+        reason += " " + at_pass_sizes([pairs_per_pass])
     figures.update(shift_percentile=rule.shift_percentile, pairs_per_pass=pairs_per_pass)
     return GateResult(runtime, recipe, not failures, reason, threshold, **figures)

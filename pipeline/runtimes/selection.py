@@ -13,7 +13,7 @@ import numpy as np
 from pipeline.models import ModelSettings
 from pipeline.paths import ONNX_DIR
 from pipeline.runtimes import RUNTIMES, candidates
-from pipeline.runtimes.gate import GateResult, GateRule, judge
+from pipeline.runtimes.gate import GateResult, GateRule, at_pass_sizes, judge
 from pipeline.runtimes.int8 import (
     CALIBRATION_BATCH,
     CALIBRATION_SENTENCES,
@@ -117,7 +117,7 @@ class GateTrial:
             if not result.passed:
                 break
         if result.passed:
-            result = replace(result, reason=f"within tolerance at {' and '.join(map(str, self.rule.pass_sizes))} pairs a pass")
+            result = replace(result, reason="within tolerance " + at_pass_sizes(self.rule.pass_sizes))
         elif recipe is not None:
             (self.folder / ONNX_DIR / str(RUNTIMES[name].graph)).unlink()
         return result
