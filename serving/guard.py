@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -16,6 +17,7 @@ from serving.logs import log_client_error, log_client_errors_in_one_line, reques
 OPENAPI_PATH = "/docs.json"  # where BentoML serves it (Swagger UI at / reads it)
 FORM_TYPES = (b"multipart/", b"application/x-www-form-urlencoded")
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+LINGER_SECONDS = 1.0  # how long a refused connection is still read before it is closed (lingering_close)
 
 
 def content_security_policy(html: str) -> str:
@@ -31,12 +33,23 @@ def content_security_policy(html: str) -> str:
     )
 
 
+async def lingering_close(receive, send) -> None:
+    """End a response whose request body was not read in full: read and drop what the client still sends for up to
+    LINGER_SECONDS, then close. Closing a socket with unread bytes sends a reset instead of a FIN, which a client
+    can meet before or while it reads the answer (RFC 9112, 9.6: a server SHOULD close lingering)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(LINGER_SECONDS):
+            while (await receive()).get("more_body"):  # until the body ends or the client goes away
+                pass
+    await send({"type": "http.response.body", "body": b""})
+
+
 class RequestGuard:
     """ASGI middleware around the APIs.
 
     - reads an API's body itself before anything parses it: over max_bytes is 413; not complete within
       body_timeout_seconds of the request's start (a stalled or very slow client) is 408 and the connection is
-      closed, counted by on_stalled (uvicorn has no body or header read timeout of its own);
+      closed after a lingering read, counted by on_stalled (uvicorn has no body or header read timeout of its own);
     - replaces BentoML's generic body of a 503 from an API (the batch queue refused a request that would
       exceed max_latency_ms) with a clear one, and adds Retry-After;
     - with an API key, answers 401 to an API request without `Authorization: Bearer <key>` (compared in
@@ -84,14 +97,18 @@ class RequestGuard:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
         return {"type": "http.response.start", "status": status, "headers": headers + self._model_headers()}
 
-    async def _refuse(self, scope, send, status: int, message: str, extra: list[tuple[bytes, bytes]] = ()) -> None:
-        """Answer a client error with {"error": message}, logged in one line (the message never quotes the input)."""
+    async def _refuse(self, scope, send, status: int, message: str, extra: list[tuple[bytes, bytes]] = (), linger=None) -> None:
+        """Answer a client error with {"error": message}, logged in one line (the message never quotes the input);
+        with `linger` (the request's receive), the answer goes out whole before the connection ends
+        (lingering_close)."""
         log_client_error(status, scope["method"], scope["path"], message)
         body = json.dumps({"error": message}).encode()
         known = request_id()
         extra = [*extra, (b"x-bentoml-request-id", known.encode())] if known != "-" else extra
         await send(self._json_start(status, body, extra))
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": body, "more_body": linger is not None})
+        if linger is not None:
+            await lingering_close(linger, send)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -148,9 +165,8 @@ class RequestGuard:
                     message = await receive()
             except TimeoutError:
                 self.on_stalled()
-                await self._refuse(
-                    scope, send, 408, f"request body not received within {self.body_timeout:g} s", [(b"connection", b"close")]
-                )
+                message = f"request body not received within {self.body_timeout:g} s"
+                await self._refuse(scope, send, 408, message, [(b"connection", b"close")], linger=receive)
                 return None
             if message["type"] != "http.request":
                 return None  # the client went away
