@@ -38,10 +38,9 @@ def gate_every_recipe(folder: Path, names: list[str], settings) -> tuple[list[di
     from pipeline.runtimes.int8 import INT8_RECIPES
     from pipeline.runtimes.selection import GateTrial, split_pairs, training_sentences
 
-    pairs, gold = split_pairs("validation")
-    trial = GateTrial(
-        folder, pairs, gold, GateRule.from_settings(settings), ModelSettings.load(folder).threshold, training_sentences()
-    )
+    (pairs, gold), (training_pairs, _) = split_pairs("validation"), split_pairs("train")
+    rule, threshold = GateRule.from_settings(settings), ModelSettings.load(folder).threshold
+    trial = GateTrial(folder, pairs, gold, rule, threshold, training_sentences(), training_pairs=training_pairs)
     graph = folder / ONNX_DIR / str(RUNTIMES["onnx-int8"].graph)
     figures, graphs = [], {}
     for recipe in (recipe for recipe in INT8_RECIPES if recipe.name in names):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from serving.pair_model import Calibration, ModelSettings
-from serving.text import normalize_text, with_prefix
+from serving.text import model_text
 
 
 class PairScorer(ABC):
@@ -49,7 +49,7 @@ class PairScorer(ABC):
 
     def model_inputs(self, sentences: Sequence[str]) -> list[str]:
         """What the model reads for each sentence: normalized as in training, then the model's prefix."""
-        return with_prefix([normalize_text(text, self.settings.hangul_only) for text in sentences], self.settings.prefix)
+        return model_text(sentences, self.settings.hangul_only, self.settings.prefix)
 
     def sentence_tokens(self, sentences: Sequence[str]) -> list[int]:
         """How many tokens the model reads for each sentence (normalized, prefixed, special tokens; untruncated)."""

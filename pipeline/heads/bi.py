@@ -127,9 +127,13 @@ class BiHead(Head):
         return embedded_pair_scores(embedded, len(first))
 
     def export_onnx(self, folder: Path, target: Path) -> Path:
+        return self.export_model(self.load(folder).model, target)
+
+    def export_model(self, model, target: Path) -> Path:
+        """A loaded bi-encoder (the saved one, or one changed in memory: distill.py) as the sentence-encoder graph."""
         from pipeline.heads.bi_export import export_sentence_encoder
 
-        return export_sentence_encoder(self.load(folder).model, target)
+        return export_sentence_encoder(model, target)
 
     def encoder(self, model):
         return model[0].auto_model

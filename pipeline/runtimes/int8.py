@@ -9,6 +9,9 @@ one's graph and keeps the first that passes. The gate list and the runtime choic
     smooth-dynamic-matmul[-sensitive-N]  SmoothQuant first (smooth.py: each MatMul input's outlier channels moved into
                               its weights, an alpha per tensor chosen by simulated int8 error), then dynamic-matmul with
                               the N % of MatMuls still most hurt kept fp32; N = 0, 10, 15, 20
+    distilled-smooth-dynamic-matmul  smooth-dynamic-matmul of a copy of the model first trained, fake-quantized, to
+                              score like it (distill.py: quantization-aware distillation on training pairs); tried
+                              after smooth-dynamic-matmul (the same speed, minutes of training), before -sensitive-10
     dynamic-matmul-sensitive-N  dynamic-matmul, but the N % of the MatMuls that dynamic int8 hurts most (measured on
                               the calibration sentences: sensitivity.py) kept fp32; N = 25, 35, 50
     static-qdq                quantize_static, QDQ: MatMul weights per channel, their inputs' ranges calibrated on
@@ -35,8 +38,9 @@ class CalibrationSet(list):
     is measured on them, once per graph: the smooth and the sensitive recipes of one search share one smoothing plan
     (smooth.py), which holds the MatMuls' int8 errors with and without smoothing."""
 
-    def __init__(self, batches: Sequence[dict[str, np.ndarray]] = ()) -> None:
+    def __init__(self, batches: Sequence[dict[str, np.ndarray]] = (), training_pairs: Sequence[tuple[str, str]] = ()):
         super().__init__(batches)
+        self.training_pairs = list(training_pairs)  # what a training recipe (Int8Recipe.trains) learns from
         self.plans: dict[str, SmoothingPlan] = {}  # fp32 graph path -> smooth.smoothing_plan on these batches
 
     def smoothing_plan(self, source: Path) -> SmoothingPlan:
@@ -63,6 +67,7 @@ class Int8Recipe:
     summary: str
     quantize: Callable[[Path, Path, CalibrationSet], Path]  # (fp32 graph, int8 graph to write, calibration batches)
     calibrated: bool = False  # needs calibration batches (activations' ranges measured beforehand)
+    trains: bool = False  # needs the training pairs too (CalibrationSet.training_pairs): changes a copy of the weights
 
 
 def dynamic_matmul(source: Path, target: Path, _batches: CalibrationSet) -> Path:
@@ -135,6 +140,17 @@ def smooth_recipe(fraction: float) -> Int8Recipe:
     return Int8Recipe(name, summary, smooth_dynamic_matmul(fraction), True)
 
 
+def distilled_smooth_dynamic_matmul(source: Path, target: Path, batches: CalibrationSet) -> Path:
+    from pipeline.runtimes.distill import DISTILL_PHASES, distilled_graph
+
+    return distilled_graph(source, target, batches, DISTILL_PHASES)
+
+
+def distilled_recipe() -> Int8Recipe:
+    summary = "smooth-dynamic-matmul of a copy of the model distilled for int8 (fake-quantized) on training pairs"
+    return Int8Recipe("distilled-smooth-dynamic-matmul", summary, distilled_smooth_dynamic_matmul, True, True)
+
+
 def static_qdq(source: Path, target: Path, batches: CalibrationSet) -> Path:
     from pipeline.runtimes.onnx import quantize_static_int8
 
@@ -144,7 +160,9 @@ def static_qdq(source: Path, target: Path, batches: CalibrationSet) -> Path:
 INT8_RECIPES: tuple[Int8Recipe, ...] = (  # fastest first
     Int8Recipe("dynamic-matmul", "dynamic int8, MatMul only, per-channel weights", dynamic_matmul),
     Int8Recipe("dynamic-all", "dynamic int8, every op type, per-channel weights", dynamic_all),
-    *(smooth_recipe(fraction) for fraction in SMOOTH_SENSITIVE_FRACTIONS),
+    smooth_recipe(SMOOTH_SENSITIVE_FRACTIONS[0]),
+    distilled_recipe(),
+    *(smooth_recipe(fraction) for fraction in SMOOTH_SENSITIVE_FRACTIONS[1:]),
     *(sensitive_recipe(fraction) for fraction in SENSITIVE_FRACTIONS),
     Int8Recipe("static-qdq", "static int8 QDQ, MatMul, per-channel weights, percentile-calibrated", static_qdq, True),
 )

@@ -73,19 +73,21 @@ def training_sentences(count: int = CALIBRATION_SENTENCES) -> list[str]:
     return spread_sample([sentence for pair in pairs for sentence in pair], count)
 
 
-def calibration_batches(folder: Path, sentences: Sequence[str]) -> CalibrationSet:
+def calibration_batches(folder: Path, sentences: Sequence[str], training_pairs: Sequence[tuple[str, str]] = ()) -> CalibrationSet:
     """The fp32 graph's inputs for sentences as the served model reads them (normalized, prefixed, tokenized,
     truncated), in batches of CALIBRATION_BATCH all padded to the longest sentence: onnxruntime's histogram
-    calibrators stack every batch's activations into one array, which needs one shape."""
+    calibrators stack every batch's activations into one array, which needs one shape. training_pairs go along
+    for the recipes that train (Int8Recipe.trains)."""
     from serving.onnx_scorer import OnnxPairScorer
 
     RUNTIMES["onnx"].build(folder)
     scorer = OnnxPairScorer.from_folder(folder, runtime="onnx")
     inputs, _ = scorer.encoder.model_inputs(scorer.model_inputs(sentences))
-    return CalibrationSet(
+    batches = (
         {name: rows[start : start + CALIBRATION_BATCH] for name, rows in inputs.items()}
         for start in range(0, len(sentences), CALIBRATION_BATCH)
     )
+    return CalibrationSet(batches, training_pairs)
 
 
 @dataclass
@@ -103,12 +105,13 @@ class GateTrial:
     torch_scorer: PairScorer | None = None
     reference: np.ndarray | None = None
     batches: CalibrationSet | None = None
+    training_pairs: Sequence[tuple[str, str]] = ()  # for the recipes that train (Int8Recipe.trains)
 
     def gate(self, name: str, recipe: Int8Recipe | None) -> GateResult:
         """Build runtime `name` (by recipe), score the pairs with it at each of the rule's pass sizes, judge each: the
         first refusal is the result, else the largest pass's figures; a refused int8 graph is removed again."""
         if recipe is not None and recipe.calibrated and self.batches is None:
-            self.batches = calibration_batches(self.folder, self.calibration)
+            self.batches = calibration_batches(self.folder, self.calibration, self.training_pairs)
         RUNTIMES[name].build(self.folder, recipe, self.batches if recipe is not None and recipe.calibrated else None)
         scorer, reference = load_scorer(self.folder, name), self.reference_scores()
         for size in self.rule.pass_sizes:
@@ -136,6 +139,13 @@ def keep_only(folder: Path, graph: str | None) -> None:
             path.unlink()
 
 
+def recipe_needs(recipe: Int8Recipe, calibration: Sequence[str], training_pairs: Sequence[tuple[str, str]]) -> str:
+    """What the recipe needs and was not given ("" when nothing)."""
+    if recipe.calibrated and not calibration:
+        return "calibration sentences"
+    return "training pairs" if recipe.trains and not training_pairs else ""
+
+
 def choose_for_serving(folder: Path, settings, torch_scorer: PairScorer | None = None) -> RuntimeChoice:
     """What the package stage serves for ServeSettings `settings`: the runtime gated on the validation split against
     torch_scorer (None: the folder's torch model), int8 recipes calibrated on training sentences."""
@@ -144,8 +154,11 @@ def choose_for_serving(folder: Path, settings, torch_scorer: PairScorer | None =
     pairs, gold = split_pairs("validation")
     gpu = (settings.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
     rule = GateRule.from_settings(settings)
+    training_pairs, _ = split_pairs("train")
     sentences = training_sentences()
-    return choose_runtime(folder, settings.runtime, pairs, gold, rule, gpu, sentences, torch_scorer=torch_scorer)
+    return choose_runtime(
+        folder, settings.runtime, pairs, gold, rule, gpu, sentences, torch_scorer=torch_scorer, training_pairs=training_pairs
+    )
 
 
 def choose_runtime(
@@ -158,15 +171,19 @@ def choose_runtime(
     calibration: Sequence[str] = (),
     recipes: Sequence[Int8Recipe] = INT8_RECIPES,
     torch_scorer: PairScorer | None = None,
+    training_pairs: Sequence[tuple[str, str]] = (),
 ) -> RuntimeChoice:
     """serve.runtime `choice` -> the first candidate the model supports that passes the gate on (pairs, gold); else torch.
 
-    onnx-int8 is tried with each of `recipes` in turn (fastest first; a calibrated one needs calibration sentences).
+    onnx-int8 is tried with each of `recipes` in turn (fastest first; a calibrated one needs calibration sentences, one
+    that trains training_pairs too).
     The candidates' files are built into folder; those of runtimes and recipes not chosen are removed again. The gate's
     reference is fp32 torch: torch_scorer if given (the same trained weights, already loaded), else the folder's.
     """
     settings = ModelSettings.load(folder)
-    trial = GateTrial(Path(folder), list(pairs), gold, rule, settings.threshold, calibration, torch_scorer)
+    trial = GateTrial(
+        Path(folder), list(pairs), gold, rule, settings.threshold, calibration, torch_scorer, training_pairs=training_pairs
+    )
     results, reasons = [], []
     for name in candidates(choice, gpu):
         if not RUNTIMES[name].supports(settings):
@@ -174,8 +191,9 @@ def choose_runtime(
             continue
         for recipe in recipes if RUNTIMES[name].quantized else (None,):
             label = f"{name} ({recipe.name})" if recipe is not None else name
-            if recipe is not None and recipe.calibrated and not calibration:
-                reasons.append(f"{label}: skipped: no calibration sentences")
+            missing = recipe and recipe_needs(recipe, calibration, training_pairs)
+            if missing:
+                reasons.append(f"{label}: skipped: no {missing}")
                 continue
             result = trial.gate(name, recipe)
             results.append(asdict(result))

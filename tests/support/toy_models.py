@@ -113,8 +113,10 @@ def build_tiny_bert(
     heads: int = 2,
     max_positions: int = 512,
     seed: int = 0,
+    initializer_range: float = 0.02,
 ) -> Path:
-    """A randomly initialised BERT encoder plus its tokenizer, saved as safetensors in folder."""
+    """A randomly initialised BERT encoder plus its tokenizer, saved as safetensors in folder (weights drawn with
+    standard deviation initializer_range: BERT's 0.02 gives nearly one embedding for every sentence)."""
     import torch
     from transformers import BertConfig, BertModel
 
@@ -127,6 +129,7 @@ def build_tiny_bert(
         num_attention_heads=heads,
         intermediate_size=hidden_size * 4,
         max_position_embeddings=max_positions,
+        initializer_range=initializer_range,
     )
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(str(folder), safe_serialization=True)
