@@ -174,6 +174,8 @@ def distill(student, teacher, pairs: Sequence[tuple[str, str]], phases: Sequence
                 step_losses.append(embedding_loss + score_loss)
             optimizer.step()
             record[-1].append(float(np.mean(step_losses)))
+        ends = (np.mean(record[-1][:20]), np.mean(record[-1][-20:])) if record[-1] else (0.0, 0.0)
+        print(f"distill: phase {len(record)}/{len(phases)}: {phase.steps} steps, loss {ends[0]:.5f} -> {ends[1]:.5f}")
     return record
 
 
