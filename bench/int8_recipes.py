@@ -40,7 +40,7 @@ def gate_every_recipe(folder: Path, names: list[str], settings) -> tuple[list[di
 
     (pairs, gold), (training_pairs, _) = split_pairs("validation"), split_pairs("train")
     rule, threshold = GateRule.from_settings(settings), ModelSettings.load(folder).threshold
-    trial = GateTrial(folder, pairs, gold, rule, threshold, training_sentences(), training_pairs=training_pairs)
+    trial = GateTrial(folder, pairs, gold, rule, threshold, training_sentences(training_pairs), training_pairs=training_pairs)
     graph = folder / ONNX_DIR / str(RUNTIMES["onnx-int8"].graph)
     figures, graphs = [], {}
     for recipe in (recipe for recipe in INT8_RECIPES if recipe.name in names):

@@ -1,7 +1,7 @@
 """The distilled int8 recipe on a tiny bi-encoder: the student rounds exactly the Linears the graph runs as weight
 MatMuls (found by their weights), distillation lowers its loss against the fp32 model, the graph it makes has every
 weight MatMul in int8 and scores nearer fp32 than the same recipe without the distillation; the search skips it
-without training pairs."""
+without training pairs; the student rounds inputs and weights as the numpy simulation and onnxruntime itself do."""
 
 import numpy as np
 import onnx
@@ -11,7 +11,16 @@ import torch
 from pipeline.heads import head_named
 from pipeline.paths import ONNX_DIR
 from pipeline.runtimes import RUNTIMES
-from pipeline.runtimes.distill import Phase, distill, distilled_graph, fake_quantized, input_scales, unit_embeddings
+from pipeline.runtimes.distill import (
+    Phase,
+    distill,
+    distilled_graph,
+    fake_int8_per_channel,
+    fake_quantized,
+    fake_uint8,
+    input_scales,
+    unit_embeddings,
+)
 from pipeline.runtimes.gate import GateRule
 from pipeline.runtimes.int8 import INT8_RECIPES
 from pipeline.runtimes.selection import calibration_batches, choose_runtime
@@ -97,3 +106,62 @@ def test_the_search_skips_the_recipe_that_trains_without_training_pairs(bi_folde
     skipped = choose_runtime(bi_folder, "onnx-int8", PAIRS, GOLD, GateRule(1.0, 0.0), calibration=SENTENCES, recipes=(distilled,))
     assert skipped.runtime == "torch" and "distilled-smooth-dynamic-matmul): skipped: no training pairs" in skipped.reason
     assert not (bi_folder / ONNX_DIR / RUNTIMES["onnx-int8"].graph).exists()  # never built
+
+
+def onnx_file(folder, name: str, nodes: list, inputs: dict[str, tuple], weight: np.ndarray | None = None):
+    """A one-purpose ONNX graph saved as folder/name.onnx: nodes over float inputs {name: shape}, output the last
+    node's first output; weight, if given, a constant named "w"."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info(key, TensorProto.FLOAT, list(shape)) for key, shape in inputs.items()],
+        [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weight, "w")] if weight is not None else [],
+    )
+    path = folder / f"{name}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def onnxruntime_rounding(values: np.ndarray, weight: np.ndarray, folder) -> tuple[np.ndarray, np.ndarray]:
+    """values through DynamicQuantizeLinear and back, and weight ([in, out]) as quantize_dynamic stores it (QInt8, per
+    channel) and back: what onnxruntime itself does to a MatMul's input and its weight."""
+    import onnxruntime
+    from onnx import helper, numpy_helper
+
+    from pipeline.runtimes.onnx import quantize_int8
+
+    nodes = [
+        helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "scale", "zero"]),
+        helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["rounded"]),
+    ]
+    rounding = onnx_file(folder, "rounding", nodes, {"x": values.shape})
+    rounded = onnxruntime.InferenceSession(str(rounding), providers=["CPUExecutionProvider"]).run(None, {"x": values})[0]
+    matmul = onnx_file(folder, "matmul", [helper.make_node("MatMul", ["x", "w"], ["y"])], {"x": values.shape}, weight)
+    quantized = onnx.load(str(quantize_int8(matmul, folder / "matmul_int8.onnx", ["MatMul"])))
+    stored = [numpy_helper.to_array(tensor) for tensor in quantized.graph.initializer]
+    integers = next(array for array in stored if array.dtype == np.int8 and array.shape == weight.shape)
+    scale = next(array for array in stored if array.dtype == np.float32 and array.shape == (weight.shape[1],))
+    return rounded, integers.astype(np.float32) * scale
+
+
+def test_the_students_rounding_is_the_simulations_and_onnxruntimes(tmp_path):
+    from pipeline.runtimes.sensitivity import dynamic_uint8, per_channel_int8
+
+    generator = np.random.default_rng(0)
+    values = (generator.standard_normal((8, 16)) * 3 + 0.5).astype(np.float32)
+    weight = (generator.standard_normal((16, 6)) * 0.05).astype(np.float32)
+    weight[:, 2] = 0.0  # a column of zeros: its scale is 1, not a division by zero
+    ort_values, ort_weight = onnxruntime_rounding(values, weight, tmp_path)
+    with torch.no_grad():
+        student_values = fake_uint8(torch.from_numpy(values)).numpy()
+        student_weight = fake_int8_per_channel(torch.from_numpy(weight).T).T.numpy()  # a torch Linear's: [out, in]
+    for exact, original, student, simulated in (
+        (ort_values, values, student_values, dynamic_uint8(values)),
+        (ort_weight, weight, student_weight, per_channel_int8(weight)),
+    ):
+        assert np.abs(exact - original).max() > 1e-3 * np.abs(original).max()  # onnxruntime did round
+        np.testing.assert_allclose(student, exact, rtol=0, atol=1e-6 * np.abs(original).max())
+        np.testing.assert_allclose(simulated, exact, rtol=0, atol=1e-6 * np.abs(original).max())

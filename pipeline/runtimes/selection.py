@@ -67,9 +67,8 @@ def served_metrics(folder: Path, runtime: str, torch_test: dict[str, Any], pairs
     return {"torch": torch_test, runtime: served}
 
 
-def training_sentences(count: int = CALIBRATION_SENTENCES) -> list[str]:
-    """Up to count distinct sentences of the clean training split, evenly spaced: what static int8 calibrates on."""
-    pairs, _ = split_pairs("train")
+def training_sentences(pairs: Sequence[tuple[str, str]], count: int = CALIBRATION_SENTENCES) -> list[str]:
+    """Up to count distinct sentences of the training split's pairs, evenly spaced: what static int8 calibrates on."""
     return spread_sample([sentence for pair in pairs for sentence in pair], count)
 
 
@@ -155,7 +154,7 @@ def choose_for_serving(folder: Path, settings, torch_scorer: PairScorer | None =
     gpu = (settings.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
     rule = GateRule.from_settings(settings)
     training_pairs, _ = split_pairs("train")
-    sentences = training_sentences()
+    sentences = training_sentences(training_pairs)
     return choose_runtime(
         folder, settings.runtime, pairs, gold, rule, gpu, sentences, torch_scorer=torch_scorer, training_pairs=training_pairs
     )
