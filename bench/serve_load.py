@@ -295,8 +295,24 @@ async def warm_up(url: str, pairs: list[tuple[str, str]], requests: int, concurr
 
 HEADER = (
     f"{'server':<24}{'stream':<10}{'c':>4}{'req/s':>8}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'hit %':>7}"
-    f"{'GFLOP/s':>9}{'% peak':>8}{'load':>6}  errors"
+    f"{'GFLOP/s':>9}{'% peak':>8}{'load':>6}{'steal %':>8}  errors"
 )
+
+
+def cpu_ticks() -> tuple[int, int] | None:
+    """(steal, total) CPU ticks since boot from /proc/stat's first line; None where there is no /proc/stat."""
+    try:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except OSError:
+        return None
+    return fields[7], sum(fields)
+
+
+def steal_share_pct(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of CPU time the hypervisor gave to others between two cpu_ticks() readings: a quiet host's is ~0."""
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    return round(100 * (after[0] - before[0]) / (after[1] - before[1]), 1)
 
 
 def table_row(row: dict[str, Any]) -> str:
@@ -305,7 +321,7 @@ def table_row(row: dict[str, Any]) -> str:
     return (
         f"{row['server']:<24}{row['stream']:<10}{row['concurrency']:>4}{row['req_per_s']:>8}{row['p50_ms']!s:>8}"
         f"{row['p95_ms']!s:>8}{row['p99_ms']!s:>8}{hit:>7}{row['gflops']:>9}{row['share_of_peak_pct']:>8}"
-        f"{row['loadavg_1m_before']:>6}  {errors}"
+        f"{row['loadavg_1m_before']:>6}{row['steal_pct']!s:>8}  {errors}"
     )
 
 
@@ -319,7 +335,7 @@ def measure_variant(variant, server, args, pairs, costs) -> list[dict[str, Any]]
     # made a following c=1 level look slow; ascending levels leave each one after a lighter one.
     for concurrency, stream_kind in itertools.product(args.concurrency, args.streams):
         before = cache_lookups(base) if variant["kind"] != "naive" else None
-        load_before = round(os.getloadavg()[0], 2)  # the machine may be shared: record its load
+        load_before, ticks = round(os.getloadavg()[0], 2), cpu_ticks()  # the machine may be shared: record it
         row = asyncio.run(
             run_load(
                 f"{base}/{path}",
@@ -329,6 +345,7 @@ def measure_variant(variant, server, args, pairs, costs) -> list[dict[str, Any]]
                 args.request_timeout,
             )
         )
+        steal = steal_share_pct(ticks, cpu_ticks())
         hit_share = None
         if before is not None:
             after = cache_lookups(base)
@@ -345,6 +362,7 @@ def measure_variant(variant, server, args, pairs, costs) -> list[dict[str, Any]]
                 "gflops": round(gflops, 1),
                 "share_of_peak_pct": round(100 * gflops / peak, 1),
                 "loadavg_1m_before": load_before,
+                "steal_pct": steal,
             }
         )
         print(table_row(rows[-1]), flush=True)
