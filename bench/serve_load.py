@@ -6,6 +6,8 @@ Servers (each started here, measured, then stopped by PID before the next one st
              model is imported once per runtime with that runtime built into it) and --cache value
   unbatched  the same service with KSTS_SERVE_BATCHING=false: one forward per request (torch)
   naive      bench/naive_fastapi.py: FastAPI + uvicorn, one forward per request, torch defaults
+The onnx-int8 server serves --int8-graph; by default, with --folder, the graph the packaged champion serves
+(reports/package.json's BentoML model, when its runtime is onnx-int8), else one made by the first int8 recipe.
 Settings: pipeline/config.py ServeSettings (params.yaml serve:), --set KEY=VALUE overrides.
 Streams (--streams): no-repeat = KorSTS dev pairs, each sentence made unique by a request number; zipf =
 sentence 1 drawn from 200 sentences with Zipf weights (a query asked again and again), sentence 2 unique.
@@ -92,11 +94,38 @@ def prepare_model(home: Path, source: str, folder: Path | None = None) -> Path:
     return folder
 
 
-def runtime_models(home: Path, folder: Path, runtimes: list[str]) -> dict[str, str]:
-    """The pair model imported once per runtime (a copy with that runtime built in, labelled as the package stage does)."""
+def served_int8_graph(report_path: Path = REPO / "reports" / "package.json") -> tuple[Path, str] | None:
+    """The int8 graph the packaged Bento serves and its recipe: reports/package.json's BentoML model (in the store
+    $BENTOML_HOME/models/<name>/<version>) when its runtime is onnx-int8; None otherwise."""
+    from pipeline.paths import ONNX_DIR, PAIR_FOLDER
+    from pipeline.runtimes import RUNTIMES
+
+    if not report_path.is_file():
+        return None
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    if report["runtime"]["runtime"] != "onnx-int8":
+        return None
+    name, version = report["model"].split(":")
+    graph = Path(report["bentoml_home"]) / "models" / name / version / PAIR_FOLDER / ONNX_DIR / RUNTIMES["onnx-int8"].graph
+    return (graph, report["runtime"]["recipe"]) if graph.is_file() else None
+
+
+def int8_choice(given: Path | None, folder: Path | None) -> tuple[Path | None, str]:
+    """The int8 graph to serve (None: build one) and where it comes from, in words: given, else with a pair-model
+    folder the packaged champion's."""
+    served = served_int8_graph() if given is None and folder is not None else None
+    if served:
+        return served[0], f"{served[0]} ({served[1]}, as packaged)"
+    return given, str(given or "a graph made by the first int8 recipe")
+
+
+def runtime_models(home: Path, folder: Path, runtimes: list[str], int8_graph: Path | None = None) -> dict[str, str]:
+    """The pair model imported once per runtime (a copy with that runtime built in, labelled as the package stage does);
+    onnx-int8 serves int8_graph if given (copied in, over an earlier run's), else the first int8 recipe's graph."""
     import shutil
 
     from pipeline.models import ModelSettings
+    from pipeline.paths import ONNX_DIR
     from pipeline.runtimes import RUNTIMES
     from pipeline.stages.package import import_pair_model
 
@@ -108,7 +137,10 @@ def runtime_models(home: Path, folder: Path, runtimes: list[str]) -> dict[str, s
         copy = home.parent / f"pair_model-{name}"
         if not copy.is_dir():
             shutil.copytree(folder, copy)
-            RUNTIMES[name].build(copy)
+        if name == "onnx-int8" and int8_graph is not None:
+            (copy / ONNX_DIR).mkdir(exist_ok=True)
+            shutil.copyfile(int8_graph, copy / ONNX_DIR / RUNTIMES[name].graph)
+        RUNTIMES[name].build(copy)  # keeps a graph already there
         tags[name] = import_pair_model(copy, "korean-sts-similarity", {"registry_version": "bench", "runtime": name})
     return tags
 
@@ -392,6 +424,7 @@ def main() -> None:
     parser.add_argument("--endpoint", default="similarity_batch", choices=["similarity_batch", "similarity"])
     parser.add_argument("--model", default=MINILM, help="model.name of the encoder to serve (as an untrained cross pair model)")
     parser.add_argument("--folder", type=Path, help="serve this pair-model folder instead, e.g. models/model (any head)")
+    parser.add_argument("--int8-graph", type=Path, help="the onnx-int8 graph to serve (default: see above)")
     parser.add_argument("--pairs", type=int, default=1500, help="distinct KorSTS dev pairs the streams draw on")
     parser.add_argument("--home", type=Path, default=RESULTS / "serve_load" / "bentoml_home")
     parser.add_argument("--out", type=Path, default=RESULTS / "serve_load.json")
@@ -404,7 +437,10 @@ def main() -> None:
     settings = load_serve_settings(REPO / "params.yaml", {f"KSTS_SERVE_{k.upper()}": v for k, v in overrides.items()})
     home = args.home.resolve()
     pair_folder = prepare_model(home, args.model, args.folder)
-    tags = runtime_models(home, pair_folder, sorted(set(args.runtimes) | {"torch"}))
+    int8_graph, int8_source = int8_choice(args.int8_graph, args.folder)
+    if "onnx-int8" in args.runtimes:
+        print(f"onnx-int8 serves: {int8_source}", flush=True)
+    tags = runtime_models(home, pair_folder, sorted(set(args.runtimes) | {"torch"}), int8_graph)
     pairs = load_pairs(args.pairs)
     threads = settings.workers * settings.torch_threads
     tokens = tokens_per_pair(pair_folder, pairs)
@@ -434,6 +470,7 @@ def main() -> None:
         "model": args.model if args.folder is None else str(args.folder),
         "head": json.loads((pair_folder / "similarity.json").read_text(encoding="utf-8"))["head"],
         "model_tags": tags,
+        "int8_graph": int8_source if "onnx-int8" in args.runtimes else None,
         "inputs": f"{len(pairs)} KorSTS dev pairs, one pair per request, streams {args.streams}",
         "duration_s": args.duration,
         "endpoint": args.endpoint,
