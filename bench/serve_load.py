@@ -6,7 +6,7 @@ Servers (each started here, measured, then stopped by PID before the next one st
              model is imported once per runtime with that runtime built into it) and --cache value
   unbatched  the same service with KSTS_SERVE_BATCHING=false: one forward per request (torch)
   naive      bench/naive_fastapi.py: FastAPI + uvicorn, one forward per request, torch defaults
-The onnx-int8 server serves --int8-graph; by default, with --folder, the graph the packaged champion serves
+The onnx-int8 server serves --int8-graph; by default, with --folder models/model, the graph the packaged champion serves
 (reports/package.json's BentoML model, when its runtime is onnx-int8), else one made by the first int8 recipe.
 Settings: pipeline/config.py ServeSettings (params.yaml serve:), --set KEY=VALUE overrides.
 Streams (--streams): no-repeat = KorSTS dev pairs, each sentence made unique by a request number; zipf =
@@ -111,9 +111,12 @@ def served_int8_graph(report_path: Path = REPO / "reports" / "package.json") -> 
 
 
 def int8_choice(given: Path | None, folder: Path | None) -> tuple[Path | None, str]:
-    """The int8 graph to serve (None: build one) and where it comes from, in words: given, else with a pair-model
-    folder the packaged champion's."""
-    served = served_int8_graph() if given is None and folder is not None else None
+    """The int8 graph to serve (None: build one) and where it comes from, in words: given, else for the pipeline's own
+    model folder (MODEL_DIR) the packaged champion's (another folder's weights would not match it)."""
+    from pipeline.paths import MODEL_DIR
+
+    own_model = folder is not None and folder.resolve() == (REPO / MODEL_DIR).resolve()
+    served = served_int8_graph() if given is None and own_model else None
     if served:
         return served[0], f"{served[0]} ({served[1]}, as packaged)"
     return given, str(given or "a graph made by the first int8 recipe")
