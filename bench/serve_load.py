@@ -94,19 +94,21 @@ def prepare_model(home: Path, source: str, folder: Path | None = None) -> Path:
     return folder
 
 
-def served_int8_graph(report_path: Path = REPO / "reports" / "package.json") -> tuple[Path, str] | None:
-    """The int8 graph the packaged Bento serves and its recipe: reports/package.json's BentoML model (in the store
-    $BENTOML_HOME/models/<name>/<version>) when its runtime is onnx-int8; None otherwise."""
-    from pipeline.paths import ONNX_DIR, PAIR_FOLDER
+def served_int8_graph() -> tuple[Path, str] | None:
+    """The int8 graph the packaged Bento serves and its recipe: the pair model of package.json's Bento, in its
+    BentoML store, when that model's runtime is onnx-int8; None otherwise."""
+    from pipeline.container import bento_model
+    from pipeline.paths import ONNX_DIR, PACKAGE_REPORT
     from pipeline.runtimes import RUNTIMES
 
+    report_path = REPO / PACKAGE_REPORT
     if not report_path.is_file():
         return None
     report = json.loads(report_path.read_text(encoding="utf-8"))
-    if report["runtime"]["runtime"] != "onnx-int8":
+    folder, runtime, _ = bento_model(Path(report["bentoml_home"]), report["bento"])
+    if runtime != "onnx-int8":
         return None
-    name, version = report["model"].split(":")
-    graph = Path(report["bentoml_home"]) / "models" / name / version / PAIR_FOLDER / ONNX_DIR / RUNTIMES["onnx-int8"].graph
+    graph = folder / ONNX_DIR / RUNTIMES[runtime].graph
     return (graph, report["runtime"]["recipe"]) if graph.is_file() else None
 
 
@@ -123,8 +125,9 @@ def int8_choice(given: Path | None, folder: Path | None) -> tuple[Path | None, s
 
 
 def runtime_models(home: Path, folder: Path, runtimes: list[str], int8_graph: Path | None = None) -> dict[str, str]:
-    """The pair model imported once per runtime (a copy with that runtime built in, labelled as the package stage does);
-    onnx-int8 serves int8_graph if given (copied in, over an earlier run's), else the first int8 recipe's graph."""
+    """The pair model imported once per runtime (a copy made afresh, so no earlier run's weights or graph remain, with
+    that runtime built in, labelled as the package stage does); onnx-int8 serves int8_graph if given, else the first
+    int8 recipe's graph."""
     import shutil
 
     from pipeline.models import ModelSettings
@@ -138,8 +141,9 @@ def runtime_models(home: Path, folder: Path, runtimes: list[str], int8_graph: Pa
             print(f"runtime {name}: not available for this model's head; skipped", flush=True)
             continue
         copy = home.parent / f"pair_model-{name}"
-        if not copy.is_dir():
-            shutil.copytree(folder, copy)
+        if copy.is_dir():
+            shutil.rmtree(copy)
+        shutil.copytree(folder, copy)
         if name == "onnx-int8" and int8_graph is not None:
             (copy / ONNX_DIR).mkdir(exist_ok=True)
             shutil.copyfile(int8_graph, copy / ONNX_DIR / RUNTIMES[name].graph)
