@@ -436,6 +436,8 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=RESULTS / "serve_load" / "bentoml_home")
     parser.add_argument("--out", type=Path, default=RESULTS / "serve_load.json")
     args = parser.parse_args()
+    if args.int8_graph is not None and not args.int8_graph.is_file():
+        parser.error(f"--int8-graph {args.int8_graph}: no such file")
 
     from bench.gemm_peak import fp32_peak, int8_peak, transformer_flops_per_token
     from pipeline.config import load_serve_settings
