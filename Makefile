@@ -47,9 +47,12 @@ quick: setup
 	@echo
 	@python -m pipeline.results
 
+# The suite in TEST_WORKERS pytest-xdist processes, each test file in one (a file's scenarios share one fixture and
+# run in order): most of its time is single-threaded (imports, subprocesses, servers starting), so 2 fill 2 cores.
+TEST_WORKERS ?= 2
 test: setup system-packages
 	ruff check .
-	pytest
+	pytest --numprocesses $(TEST_WORKERS) --dist loadfile
 
 # Release check: the schema fuzzer with more examples per API and phase than the suite's 25 (docs/reliability.md).
 fuzz: setup
