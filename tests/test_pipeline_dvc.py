@@ -358,7 +358,7 @@ def test_a_head_code_change_trains_a_new_study(reproduced):
     head.write_text(text.replace(seeding, "manual_seed(self.seed + self.epoch + 1)"), encoding="utf-8")
     result = dvc(repo, "repro", "train")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert stages_run(result) == ["train"]  # not download, preprocess or base: they do not import the heads
+    assert not {"download", "preprocess", "base"} & set(stages_run(result)) and "train" in stages_run(result)
     assert "train: a new study" in result.stdout and model_md5(repo) != before
     assert json.loads((repo / "reports/study.json").read_text(encoding="utf-8"))["study_name"] != study
 
