@@ -11,7 +11,6 @@ bi-encoder here truncates at 128 and has 512 positions. Servers: one per runtime
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import re
 import subprocess
@@ -43,6 +42,7 @@ from tests.test_service import (  # noqa: F401
     post,
     run_python,
     served,
+    simultaneous_posts,
 )
 
 MAX_LENGTH = 128  # model.max_length in params.yaml: where training (and so every runtime) truncates
@@ -195,8 +195,7 @@ def test_a_poisoned_request_fails_alone_and_the_requests_batched_with_it_get_the
     log = home / f"serve-{urlparse(url).port}.log"
     for _ in range(10):  # until the poison has shared a forward pass with other requests (adaptive batching decides)
         jobs = innocent[:12] + poisoned + innocent[12:]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
-            responses = list(pool.map(lambda job: post(url, *job), jobs))
+        responses = simultaneous_posts(url, jobs)
         answers = responses[:12] + responses[14:]
         for index, response in enumerate(answers):
             assert response.status_code == 200, response.text
