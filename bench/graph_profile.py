@@ -1,9 +1,9 @@
 """Where a served ONNX graph spends its time: ONNX Runtime's own profiler, summed per operator type.
 
-Each graph runs as a worker runs it (serving/onnx_scorer.py's session, serve.torch_threads threads), on validation
-pairs tokenized as the service tokenizes them (the model's prefix, truncation), serve.forward_batch_size pairs a
-forward pass, in the service's order (length-sorted). The kernel times come from `SessionOptions.enable_profiling`;
-the wall rate is timed with profiling on, so it is a little below an unprofiled run's.
+Each graph is scored as a worker scores it (serving/onnx_scorer.py's OnnxPairScorer on serve.torch_threads threads:
+the model's prefix, the length sort, tokenization and truncation, serve.forward_batch_size pairs a forward pass) on
+validation pairs. The kernel times come from `SessionOptions.enable_profiling`; the wall rate (tokenizing included)
+is timed with profiling on, so it is a little below an unprofiled run's.
 
     python bench/graph_profile.py --folder models/model
     python bench/graph_profile.py --folder models/model --graph bench/results/serve_load/pair_model-onnx/onnx/model.onnx
@@ -28,23 +28,6 @@ sys.path.insert(0, str(REPO / "bench"))
 RESULTS = REPO / "bench" / "results"
 
 
-def served_batches(folder: Path, pairs: list[tuple[str, str]], pairs_per_pass: int, encoder) -> list[dict]:
-    """The graph inputs of each forward pass: pairs length-sorted as the service sorts them, both sentences of
-    pairs_per_pass pairs in one pass, prefixed and truncated as the service reads them."""
-    from serving.pair_model import ModelSettings
-    from serving.text import model_text
-
-    settings = ModelSettings.load(folder)
-    first = model_text([a for a, _ in pairs], settings.hangul_only, settings.prefix)
-    second = model_text([b for _, b in pairs], settings.hangul_only, settings.prefix)
-    order = sorted(range(len(pairs)), key=lambda index: len(first[index]) + len(second[index]))
-    batches = []
-    for start in range(0, len(order), pairs_per_pass):
-        chosen = order[start : start + pairs_per_pass]
-        batches.append(encoder.model_inputs([first[i] for i in chosen] + [second[i] for i in chosen])[0])
-    return batches
-
-
 def operator_times(profile_file: str) -> tuple[Counter, Counter]:
     """Microseconds and calls per operator type in an ONNX Runtime profile (its `Node` kernel-time events)."""
     spent, calls = Counter(), Counter()
@@ -58,23 +41,25 @@ def operator_times(profile_file: str) -> tuple[Counter, Counter]:
 def profile_graph(
     graph: Path, folder: Path, pairs: list[tuple[str, str]], threads: int, pairs_per_pass: int, scratch: Path
 ) -> dict:
-    """One graph's wall rate (pairs/s, profiling on) and each operator type's share of kernel time."""
+    """One graph's wall rate (pairs/s through the service's scoring path, profiling on) and each operator type's share
+    of kernel time. The scorer is the worker's (OnnxPairScorer.raw_scores: prefix, length sort, tokenization, one pass
+    per pairs_per_pass pairs); only its session is swapped for one with the profiler on."""
     import onnxruntime
 
-    from serving.onnx_scorer import OnnxSentenceEncoder
+    from serving.onnx_scorer import OnnxPairScorer, OnnxSentenceEncoder
+    from serving.pair_model import ModelSettings
 
-    batches = served_batches(folder, pairs, pairs_per_pass, OnnxSentenceEncoder(graph, folder, threads))
+    encoder = OnnxSentenceEncoder(graph, folder, threads)
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1  # as the worker's session
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1  # as OnnxSentenceEncoder sets them
     options.enable_profiling, options.profile_file_prefix = True, str(scratch / graph.stem)
-    session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-    for batch in batches[:4]:  # warm-up, profiled too: every operator's share includes it alike
-        session.run(["sentence_embedding"], batch)
+    encoder.session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    scorer = OnnxPairScorer(encoder, encoder, ModelSettings.load(folder), None)
+    scorer.raw_scores(pairs[: 4 * pairs_per_pass], pairs_per_pass)  # warm-up, profiled too: every share includes it alike
     started = time.perf_counter()
-    for batch in batches:
-        session.run(["sentence_embedding"], batch)
+    scorer.raw_scores(pairs, pairs_per_pass)
     wall = time.perf_counter() - started
-    spent, calls = operator_times(session.end_profiling())
+    spent, calls = operator_times(encoder.session.end_profiling())
     total = sum(spent.values())
     operators = [
         {"op": op, "share_pct": round(100 * us / total, 1), "ms": round(us / 1000, 1), "calls": calls[op]}
@@ -112,10 +97,16 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=15, help="operator types printed per graph")
     parser.add_argument("--out", type=Path, default=RESULTS / "graph_profile.json")
     args = parser.parse_args()
-    served = served_int8_graph()
-    graphs = args.graph or ([served[0]] if served else [])
-    if not graphs:
-        parser.error("no packaged int8 graph (reports/package.json): name one with --graph")
+    if args.pairs < 1:
+        parser.error(f"--pairs {args.pairs}: at least 1")
+    if not args.folder.is_dir():
+        parser.error(f"--folder {args.folder}: no such folder")
+    graphs = args.graph
+    if not graphs:  # the packaged graph, looked up only when none is named
+        served = served_int8_graph()
+        if served is None:
+            parser.error("no packaged int8 graph (reports/package.json): name one with --graph")
+        graphs = [served[0]]
     if missing := [str(graph) for graph in graphs if not graph.is_file()]:
         parser.error(f"no such graph: {', '.join(missing)}")
     settings = load_params().serve
