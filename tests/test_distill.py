@@ -13,6 +13,7 @@ from pipeline.paths import ONNX_DIR
 from pipeline.runtimes import RUNTIMES
 from pipeline.runtimes.distill import (
     Phase,
+    cpu_model,
     distill,
     distilled_graph,
     fake_int8_per_channel,
@@ -50,7 +51,7 @@ def test_the_student_rounds_each_linear_the_graph_runs_and_is_restored_unchanged
     plan = calibration_batches(bi_folder, SENTENCES).smoothing_plan(fp32)
     scales = input_scales(fp32, plan.scales)
     assert len(scales) == 12  # 2 layers x (q, k, v, attention out, 2 FFN), each found by its weight
-    model = head_named("bi").load(bi_folder).model.eval()
+    model = cpu_model(head_named("bi"), bi_folder)
     sentences = SENTENCES[:4]
     with torch.no_grad():
         exact = unit_embeddings(model, sentences)
@@ -67,7 +68,7 @@ def test_distillation_lowers_the_students_loss_against_the_fp32_model(bi_folder)
     fp32 = bi_folder / ONNX_DIR / "model.onnx"
     plan = calibration_batches(bi_folder, SENTENCES).smoothing_plan(fp32)
     head = head_named("bi")
-    teacher, student = head.load(bi_folder).model.eval(), head.load(bi_folder).model.eval()
+    teacher, student = cpu_model(head, bi_folder), cpu_model(head, bi_folder)
     fake_quantized(student[0].auto_model, input_scales(fp32, plan.scales))
     record = distill(student, teacher, TRAINING_PAIRS, PHASES, seed=0)
     assert [len(losses) for losses in record] == [40, 10]

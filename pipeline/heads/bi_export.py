@@ -14,12 +14,15 @@ OPSET = 17
 
 
 def export_sentence_encoder(model, target: Path) -> Path:
-    """A loaded sentence-transformers bi-encoder -> an ONNX graph (input_ids, attention_mask -> sentence_embedding)."""
+    """A loaded sentence-transformers bi-encoder -> an ONNX graph (input_ids, attention_mask -> sentence_embedding).
+
+    The model is moved to the CPU first: sentence-transformers loads onto CUDA where there is one, and the graph is
+    traced from CPU inputs for ONNX Runtime's CPU provider, so a GPU runner exports the graph a CPU one does."""
     import warnings
 
     import torch
 
-    model = model.eval()
+    model = model.to("cpu").eval()
 
     class Embedder(torch.nn.Module):
         def __init__(self) -> None:

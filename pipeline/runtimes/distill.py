@@ -129,6 +129,13 @@ def fake_quantized(encoder: torch.nn.Module, scales: dict[str, np.ndarray]) -> C
     return restore
 
 
+def cpu_model(head, folder: Path):
+    """The folder's saved model on the CPU, in eval mode (no dropout): what distillation trains and teaches with. On the
+    CPU also on a GPU runner (sentence-transformers loads onto CUDA when it can): the graph is served on CPUs, and a GPU
+    runner then distils the one a CPU runner does from the same weights."""
+    return head.load(folder).model.to("cpu").eval()
+
+
 def unit_embeddings(model, sentences: list[str]) -> torch.Tensor:
     """A sentence-transformers model's embeddings of sentences, one forward pass, scaled to unit length."""
     return torch.nn.functional.normalize(model(model.preprocess(sentences))["sentence_embedding"], dim=-1)
@@ -195,7 +202,7 @@ def distilled_graph(source: Path, target: Path, batches, phases: Sequence[Phase]
     settings = ModelSettings.load(folder)
     text = [tuple(model_text(pair, settings.hangul_only, settings.prefix)) for pair in batches.training_pairs]
     head = head_named(settings.head)
-    teacher, student = head.load(folder).model.eval(), head.load(folder).model.eval()  # eval: no dropout
+    teacher, student = cpu_model(head, folder), cpu_model(head, folder)
     encoder = head.encoder(student)
     getattr(encoder, "embeddings", encoder.get_input_embeddings()).requires_grad_(False)
     restore = fake_quantized(encoder, input_scales(source, plan.scales))
