@@ -38,14 +38,19 @@ VARIANTS = {
 
 
 def step_timer(times: list[float]):
-    """A Trainer callback recording each optimizer step's wall time."""
+    """A Trainer callback recording each optimizer step's wall time (on a GPU, until its kernels have run: CUDA
+    launches return before they finish)."""
     from transformers import TrainerCallback
+
+    synchronize = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None
 
     class StepTimer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
+            synchronize()
             self.started = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
+            synchronize()
             times.append(time.perf_counter() - self.started)
 
     return StepTimer()
@@ -101,6 +106,7 @@ def main() -> None:
             "threads": torch.get_num_threads(),
         },
         "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "summary": summary,
         "step_seconds": steps,
     }
