@@ -44,16 +44,11 @@ def profile_graph(
     """One graph's wall rate (pairs/s through the service's scoring path, profiling on) and each operator type's share
     of kernel time. The scorer is the worker's (OnnxPairScorer.raw_scores: prefix, length sort, tokenization, one pass
     per pairs_per_pass pairs); only its session is swapped for one with the profiler on."""
-    import onnxruntime
-
-    from serving.onnx_scorer import OnnxPairScorer, OnnxSentenceEncoder
+    from serving.onnx_scorer import OnnxPairScorer, OnnxSentenceEncoder, inference_session
     from serving.pair_model import ModelSettings
 
     encoder = OnnxSentenceEncoder(graph, folder, threads)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1  # as OnnxSentenceEncoder sets them
-    options.enable_profiling, options.profile_file_prefix = True, str(scratch / graph.stem)
-    encoder.session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    encoder.session = inference_session(graph, threads, enable_profiling=True, profile_file_prefix=str(scratch / graph.stem))
     scorer = OnnxPairScorer(encoder, encoder, ModelSettings.load(folder), None)
     scorer.raw_scores(pairs[: 4 * pairs_per_pass], pairs_per_pass)  # warm-up, profiled too: every share includes it alike
     started = time.perf_counter()

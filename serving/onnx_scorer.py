@@ -20,12 +20,32 @@ from serving.scale import embedded_pair_scores
 from serving.scorer import PairScorer
 
 UNLIMITED = int(1e30)  # transformers' model_max_length when a tokenizer names none
+# ONNX Runtime graph fusions a worker leaves off. SkipLayerNormFusion merges each residual Add + LayerNormalization of
+# the int8 graph into one SkipLayerNormalization kernel, which ran 5-10 % slower on our CPUs than the two ops it
+# replaces (docs/benchmarks.md#where-an-onnx-graphs-time-goes-graph_profilepy); the gate scores the graph through
+# this session, so it judges what is served.
+DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 READ_COUNTS_KEPT = 4096  # sentences whose token counts wait to be counted: a few batches (scoring alone never reads them)
 
 
 def special_token(value) -> str | None:
     """A tokenizer_config.json special-token entry (a string or an AddedToken dict) -> its text."""
     return value.get("content") if isinstance(value, dict) else value
+
+
+def inference_session(graph: Path, threads: int | None = None, **options):
+    """An ONNX Runtime CPU session of graph as a worker runs it: `threads` intra-op threads and one inter-op thread (None:
+    ONNX Runtime's defaults), DISABLED_OPTIMIZERS off; options: more SessionOptions attributes (enable_profiling=True)."""
+    import onnxruntime
+
+    session_options = onnxruntime.SessionOptions()
+    if threads:
+        session_options.intra_op_num_threads = threads
+        session_options.inter_op_num_threads = 1
+    for name, value in options.items():
+        setattr(session_options, name, value)
+    providers = ["CPUExecutionProvider"]
+    return onnxruntime.InferenceSession(str(graph), session_options, providers, disabled_optimizers=list(DISABLED_OPTIMIZERS))
 
 
 def load_tokenizer(folder: Path):
@@ -54,13 +74,7 @@ class OnnxSentenceEncoder:
     """
 
     def __init__(self, graph: Path, folder: Path, threads: int | None = None) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        self.session = inference_session(graph, threads)
         self.tokenizer, self.token_limit, self.pad_id = load_tokenizer(Path(folder))
         self.special_tokens = self.tokenizer.num_special_tokens_to_add(False)
         self.read_counts: dict[str, int] = {}  # sentence -> its token count, from the graph's tokenization

@@ -19,6 +19,7 @@ from pipeline.runtimes.latency import measure_latency
 from pipeline.runtimes.selection import GateTrial, choose_runtime
 from pipeline.scoring import PairScorer
 from serving.embedding_cache import EmbeddingCache
+from serving.onnx_scorer import inference_session
 from serving.runtime import load_scorer
 from tests.support.toy_models import bi_pair_model
 
@@ -50,6 +51,34 @@ def test_onnx_scores_like_torch_and_int8_stays_on_the_scale(bi_folder):
     int8 = load_scorer(bi_folder, "onnx-int8", threads=1).score(PAIRS)
     assert np.isfinite(int8).all() and int8.min() >= 0 and int8.max() <= 5
     assert not np.array_equal(int8, torch_scores)  # quantized weights: close, not equal
+
+
+def test_the_worker_session_leaves_the_skip_layer_norm_fusion_off(bi_folder, tmp_path):
+    """ONNX Runtime fuses each residual Add + LayerNormalization of the int8 graph into a SkipLayerNormalization kernel,
+    slower on our CPUs (serving/onnx_scorer.py DISABLED_OPTIMIZERS); the session a worker and the gate score through
+    keeps them apart."""
+    import onnx
+    import onnxruntime
+
+    RUNTIMES["onnx-int8"].build(bi_folder)
+    graph, served, default = bi_folder / ONNX_DIR / "model_int8.onnx", tmp_path / "served.onnx", tmp_path / "default.onnx"
+    inference_session(graph, 1, optimized_model_filepath=str(served))
+    options = onnxruntime.SessionOptions()  # ONNX Runtime's defaults, on the worker's one thread
+    options.intra_op_num_threads, options.inter_op_num_threads, options.optimized_model_filepath = 1, 1, str(default)
+    default_session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+
+    def operators(path) -> set[str]:
+        return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+    assert "SkipLayerNormalization" in operators(default)  # the fusion applies to this graph by default
+    assert "SkipLayerNormalization" not in operators(served) and "LayerNormalization" in operators(served)
+    scorer = load_scorer(bi_folder, "onnx-int8", threads=1)
+    unfused = scorer.score(PAIRS)
+    scorer.encoder.session = default_session
+    fused = scorer.score(PAIRS)  # the sums in another order: int8 rounding flips downstream
+    assert not np.array_equal(unfused, fused)
+    scorer.encoder.session = inference_session(graph, 1)
+    np.testing.assert_array_equal(scorer.score(PAIRS), unfused)  # what load_scorer gave: the unfused session
 
 
 def test_the_gate_judges_f1_pearson_and_the_shift_percentile():
