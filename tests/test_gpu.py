@@ -41,11 +41,11 @@ def test_a_gpu_trains_in_mixed_precision_with_tf32_and_pinned_memory(tiny_bert, 
 @pytest.fixture(scope="module")
 def trained_on_gpu(tiny_bert, workdir, tmp_path_factory) -> dict:  # noqa: F811
     """{head: (its model folder, the training result)}, each head trained on the GPU."""
-    return {
-        head: (folder, train_head(tiny_bert, head, workdir, folder)[1])
-        for head in HEADS
-        for folder in [tmp_path_factory.mktemp(head) / "model"]
-    }
+    trained = {}
+    for head in HEADS:
+        folder = tmp_path_factory.mktemp(head) / "model"
+        trained[head] = (folder, train_head(tiny_bert, head, workdir, folder)[1])
+    return trained
 
 
 def held_out_pairs(splits) -> list[tuple[str, str]]:
